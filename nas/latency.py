@@ -1,0 +1,266 @@
+"""Devices and their lookup tables, backed by the store.
+
+The glue between `latency_lut` (which measures and predicts) and `nas.store` (which remembers):
+profiling writes every key as soon as it is measured, so an interrupted run resumes where it
+stopped; a check measures whole networks once and keeps them for later reports and calibrations.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from latency_lut.device import Device, this_machine
+from latency_lut.kit_runner import Measurement, TimingPolicy
+from latency_lut.predictor import Calibration, LatencyPredictor
+from latency_lut.profiler import measure_key, measure_network
+from latency_lut.report import AccuracyReport, accuracy_report
+from latency_lut.table import LatencyTable, LutEntry
+from nas.store import (
+    CalibrationRepository,
+    DeviceRepository,
+    E2EMeasurementData,
+    LutEntryData,
+    LutRepository,
+    MeasurementRepository,
+    session_scope,
+)
+from nas.store import Device as DeviceRow
+from search_spaces.arch_spec import ArchSpec
+from search_spaces.counting import count_spec
+from search_spaces.space import SearchSpace
+
+THIS_MACHINE_FACT = "this_machine"
+
+Progress = Callable[[int, int, str], None]
+
+
+class NotThisMachineError(ValueError):
+    def __init__(self, device: str) -> None:
+        super().__init__(
+            f"device {device!r} is not this machine ({platform.node()}), so it cannot be profiled here; "
+            f"build a profiling kit with `hwnas lut kit {device} -o kit.zip` and import its results"
+        )
+
+
+def device_from_row(row: DeviceRow) -> Device:
+    return Device(
+        name=row.name,
+        runtime=row.runtime,
+        runtime_version=row.runtime_version,
+        execution_provider=row.execution_provider,
+        threads=row.threads,
+        facts={str(k): str(v) for k, v in (row.facts or {}).items()},
+    )
+
+
+def is_this_machine(device: Device) -> bool:
+    return device.facts.get(THIS_MACHINE_FACT) == platform.node() and device.execution_provider == (
+        "CPUExecutionProvider"
+    )
+
+
+def add_device(
+    sessions: sessionmaker[Session],
+    name: str,
+    threads: int = 1,
+    local: bool = True,
+    facts: dict[str, str] | None = None,
+    runtime_version: str | None = None,
+    execution_provider: str = "CPUExecutionProvider",
+) -> Device:
+    """Register a device: this machine (`local`) or a remote one described by `facts`."""
+    if local:
+        device = this_machine(name, threads)
+        merged = {**device.facts, THIS_MACHINE_FACT: platform.node(), **(facts or {})}
+        device = device.model_copy(update={"facts": merged})
+    else:
+        device = Device(
+            name=name,
+            threads=threads,
+            facts=dict(facts or {}),
+            execution_provider=execution_provider,
+            **({"runtime_version": runtime_version} if runtime_version else {}),
+        )
+    with session_scope(sessions) as session:
+        DeviceRepository(session).add(
+            name=device.name,
+            runtime_version=device.runtime_version,
+            threads=device.threads,
+            execution_provider=device.execution_provider,
+            runtime=device.runtime,
+            facts=dict(device.facts),
+        )
+    return device
+
+
+def get_device(sessions: sessionmaker[Session], name: str) -> Device:
+    with session_scope(sessions) as session:
+        return device_from_row(DeviceRepository(session).require(name))
+
+
+def list_devices(sessions: sessionmaker[Session]) -> list[tuple[Device, int]]:
+    """Every device with the number of keys in its lookup table."""
+    with session_scope(sessions) as session:
+        lut = LutRepository(session)
+        return [(device_from_row(row), lut.count(row.id)) for row in DeviceRepository(session).list()]
+
+
+def load_table(sessions: sessionmaker[Session], name: str) -> LatencyTable:
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        stored = LutRepository(session).entries(row.id)
+        device = device_from_row(row)
+    entries = {key: LutEntry(e.median_ms, e.iqr_ms, e.runs, e.runtime_version, e.source) for key, e in stored.items()}
+    return LatencyTable(device, entries)
+
+
+def load_predictor(sessions: sessionmaker[Session], name: str) -> LatencyPredictor:
+    """The device's table with its stored calibration (identity if never calibrated)."""
+    table = load_table(sessions, name)
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        stored = CalibrationRepository(session).get(row.id)
+    calibration = Calibration.from_dict(stored.coefficients) if stored else Calibration()
+    return LatencyPredictor(table, calibration)
+
+
+def store_lut_entries(sessions: sessionmaker[Session], name: str, entries: dict[str, LutEntry]) -> int:
+    """Store many entries in one transaction: all of them or, on any error, none."""
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        return LutRepository(session).upsert_many(
+            row.id,
+            [
+                LutEntryData(key, e.median_ms, e.iqr_ms, e.runs, e.runtime_version, e.source)
+                for key, e in entries.items()
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    wanted: int
+    already_measured: int
+    measured_now: int
+    seconds: float
+
+
+def missing_keys(sessions: sessionmaker[Session], name: str, keys: Sequence[str]) -> list[str]:
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        measured = LutRepository(session).measured_keys(row.id)
+    return sorted(set(keys) - measured)
+
+
+def profile_device(
+    sessions: sessionmaker[Session],
+    name: str,
+    keys: Sequence[str],
+    policy: TimingPolicy = TimingPolicy(),
+    progress: Progress | None = None,
+) -> ProfileSummary:
+    """Measure the keys this device lacks on this machine, storing each one as soon as it is timed."""
+    import time
+
+    device = get_device(sessions, name)
+    if not is_this_machine(device):
+        raise NotThisMachineError(name)
+    todo = missing_keys(sessions, name, keys)
+    started = time.perf_counter()
+    wanted = len(set(keys))
+    for index, key in enumerate(todo, start=1):
+        measurement = measure_key(key, device.threads, policy)
+        store_lut_entries(sessions, name, {key: _entry(measurement, "profiler")})
+        if progress is not None:
+            progress(index, len(todo), key)
+    return ProfileSummary(wanted, wanted - len(todo), len(todo), time.perf_counter() - started)
+
+
+def _entry(measurement: Measurement, source: str) -> LutEntry:
+    return LutEntry(measurement.median_ms, measurement.iqr_ms, measurement.runs, measurement.runtime_version, source)
+
+
+def measure_networks(
+    sessions: sessionmaker[Session],
+    name: str,
+    specs: Sequence[ArchSpec],
+    policy: TimingPolicy = TimingPolicy(),
+    progress: Progress | None = None,
+) -> list[float]:
+    """End-to-end latency of each network on this machine; reuses stored measurements."""
+    device = get_device(sessions, name)
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        known = {m.arch_hash: m.median_ms for m in MeasurementRepository(session).list(row.id)}
+    todo = [spec for spec in specs if spec.content_hash() not in known]
+    if todo and not is_this_machine(device):
+        raise NotThisMachineError(name)
+    for index, spec in enumerate(todo, start=1):
+        measurement = measure_network(spec, device.threads, policy)
+        data = E2EMeasurementData(
+            arch_hash=spec.content_hash(),
+            spec_json=spec.model_dump(mode="json"),
+            median_ms=measurement.median_ms,
+            iqr_ms=measurement.iqr_ms,
+            runs=measurement.runs,
+            runtime_version=measurement.runtime_version,
+            madds=count_spec(spec).madds,
+        )
+        with session_scope(sessions) as session:
+            row = DeviceRepository(session).require(name)
+            MeasurementRepository(session).upsert(row.id, data)
+        known[data.arch_hash] = data.median_ms
+        if progress is not None:
+            progress(index, len(todo), spec.to_string()[:60])
+    return [known[spec.content_hash()] for spec in specs]
+
+
+def sample_specs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
+    """`n` distinct random architectures of the space, reproducible from the seed."""
+    rng = np.random.default_rng(seed)
+    specs: dict[str, ArchSpec] = {}
+    while len(specs) < n:
+        spec = space.decode(space.sample(rng))
+        specs.setdefault(spec.content_hash(), spec)
+    return list(specs.values())
+
+
+def check_device(
+    sessions: sessionmaker[Session],
+    name: str,
+    space: SearchSpace,
+    n: int = 200,
+    n_calibration: int = 20,
+    seed: int = 0,
+    policy: TimingPolicy = TimingPolicy(),
+    progress: Progress | None = None,
+) -> AccuracyReport:
+    """Measure `n_calibration + n` random networks end to end, fit the calibration on the first
+    `n_calibration`, score on the other `n`, and store the fitted calibration for the device."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    predictor = load_predictor(sessions, name).with_calibration(Calibration())
+    missing = predictor.table.missing_keys(space.block_keys())
+    if missing:
+        from latency_lut.predictor import MissingKeysError
+
+        raise MissingKeysError(name, missing)
+    specs = sample_specs(space, n_calibration + n, seed)
+    measured = measure_networks(sessions, name, specs, policy, progress)
+    pairs = list(zip(specs, measured, strict=True))
+    report = accuracy_report(predictor, pairs[:n_calibration], pairs[n_calibration:])
+    save_calibration(sessions, name, report.calibration)
+    return report
+
+
+def save_calibration(sessions: sessionmaker[Session], name: str, calibration: Calibration) -> None:
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        CalibrationRepository(session).save(
+            row.id, calibration.method, calibration.to_dict(), calibration.n_measurements
+        )
