@@ -7,9 +7,18 @@ profiler imports the same functions, so a kit measures exactly as `hwnas lut pro
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import hashlib
+import json
 import math
+import os
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -78,3 +87,215 @@ def time_session(
         capped = len(samples) >= policy.max_runs or time.perf_counter() - started > policy.max_seconds
         if enough or capped:
             return Measurement(median, float(q3 - q1), len(samples), ort.__version__)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The kit runner: `python runner.py` inside an unzipped profiling kit. Everything below is for the
+# phone side; the server reads the results with `latency_lut.kit.validate_results`.
+# ---------------------------------------------------------------------------------------------------
+
+KIT_FORMAT = "hwnas-kit"
+KIT_VERSION = 1
+RESULTS_FORMAT = "hwnas-kit-results"
+MANIFEST_NAME = "manifest.json"
+RESULTS_NAME = "results.json"
+
+
+class KitRunError(Exception):
+    """A kit or results file this runner must not touch; the message tells the user what to do."""
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file beside `path`, then rename: an interrupted write never leaves half a file."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=1)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def load_kit_manifest(kit_dir: Path) -> dict[str, Any]:
+    """The manifest as plain JSON; only what the runner relies on is checked (the server checks the rest)."""
+    try:
+        manifest = json.loads((kit_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise KitRunError(f"cannot read {kit_dir / MANIFEST_NAME}: {error}; is --kit-dir the unzipped kit?") from None
+    except ValueError as error:
+        raise KitRunError(f"{kit_dir / MANIFEST_NAME} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != KIT_FORMAT:
+        raise KitRunError(f"{kit_dir / MANIFEST_NAME} is not an hwnas profiling-kit manifest")
+    if manifest.get("kit_version") != KIT_VERSION:
+        raise KitRunError(
+            f"kit version {manifest.get('kit_version')!r} needs another runner; this one reads version {KIT_VERSION}"
+        )
+    for field in ("kit_id", "device", "threads", "execution_provider", "policy", "models"):
+        if field not in manifest:
+            raise KitRunError(f"{kit_dir / MANIFEST_NAME} lacks {field!r}")
+    return manifest
+
+
+def load_previous_results(output: Path, manifest: dict[str, Any], threads: int) -> dict[str, dict[str, Any]]:
+    """Measurements an earlier run of this same kit left behind, by key, so a re-run resumes.
+
+    A results file from another kit, thread count or ONNX Runtime version is never overwritten: mixing
+    such measurements into one table would be silently wrong, so the user chooses what to do.
+    """
+    if not output.exists():
+        return {}
+    try:
+        previous = json.loads(output.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise KitRunError(
+            f"{output} exists but cannot be read ({error}); move it away or pick another --output"
+        ) from None
+    if not isinstance(previous, dict) or previous.get("format") != RESULTS_FORMAT:
+        raise KitRunError(f"{output} exists and is not a kit results file; move it away or pick another --output")
+    if previous.get("kit_id") != manifest["kit_id"]:
+        raise KitRunError(f"{output} holds results of another kit; move it away or pick another --output")
+    if previous.get("threads") != threads:
+        raise KitRunError(
+            f"{output} was measured with {previous.get('threads')!r} threads, not {threads}; "
+            "re-run with the same --threads or pick another --output"
+        )
+    if previous.get("runtime_version") != ort.__version__:
+        raise KitRunError(
+            f"{output} was measured with onnxruntime {previous.get('runtime_version')!r}, this is {ort.__version__}; "
+            "pick another --output"
+        )
+    expected = {model["key"]: model["sha256"] for model in manifest["models"]}
+    kept: dict[str, dict[str, Any]] = {}
+    for result in previous.get("results", []):
+        if isinstance(result, dict) and expected.get(result.get("key")) == result.get("sha256"):
+            kept[result["key"]] = result
+    return kept
+
+
+def results_payload(manifest: dict[str, Any], threads: int, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ordered = [results[model["key"]] for model in manifest["models"] if model["key"] in results]
+    return {
+        "format": RESULTS_FORMAT,
+        "kit_version": KIT_VERSION,
+        "kit_id": manifest["kit_id"],
+        "device": manifest["device"],
+        "runtime_version": ort.__version__,
+        "threads": threads,
+        "results": ordered,
+    }
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="runner.py",
+        description="Time every model of an hwnas profiling kit with ONNX Runtime and write results.json. "
+        "Stop it at any time (Ctrl-C) and run it again: it resumes where it stopped.",
+    )
+    parser.add_argument(
+        "--kit-dir", type=Path, default=Path(__file__).resolve().parent, help="the unzipped kit (default: here)"
+    )
+    parser.add_argument("--output", type=Path, help=f"results file (default: {RESULTS_NAME} in the kit directory)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: the kit's)")
+    parser.add_argument(
+        "--keys-limit", type=int, metavar="N", help="measure at most N models in this run (a quick try)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the kit. Exit 0 when every model is measured, 1 when some were skipped, 2 on a kit error, 130 on Ctrl-C."""
+    args = _parse_args(argv)
+    kit_dir: Path = args.kit_dir
+    output: Path = args.output if args.output is not None else kit_dir / RESULTS_NAME
+    try:
+        manifest = load_kit_manifest(kit_dir)
+        threads = args.threads if args.threads is not None else int(manifest["threads"])
+        if threads < 1:
+            raise KitRunError(f"--threads must be >= 1, got {threads}")
+        if args.keys_limit is not None and args.keys_limit < 1:
+            raise KitRunError(f"--keys-limit must be >= 1, got {args.keys_limit}")
+        provider = manifest["execution_provider"]
+        if provider not in ort.get_available_providers():
+            raise KitRunError(f"this onnxruntime lacks {provider}; it has {', '.join(ort.get_available_providers())}")
+        try:
+            policy = TimingPolicy(**manifest["policy"])
+        except TypeError as error:
+            raise KitRunError(f"the kit's timing policy is not understood by this runner: {error}") from None
+        results = load_previous_results(output, manifest, threads)
+    except KitRunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if threads != manifest["threads"]:
+        print(
+            f"warning: timing with {threads} threads, the kit's device uses {manifest['threads']}: "
+            "the server refuses such results",
+            file=sys.stderr,
+        )
+    models = manifest["models"]
+    print(
+        f"kit {manifest['kit_id']} for {manifest['device']}: {len(models)} models, {len(results)} already measured; "
+        f"onnxruntime {ort.__version__}, {provider}, {threads} threads -> {output}",
+        flush=True,
+    )
+    skipped = 0
+    measured_now = 0
+    try:
+        for model in models:
+            key = model["key"]
+            if key in results:
+                continue
+            if args.keys_limit is not None and measured_now >= args.keys_limit:
+                break
+            path = kit_dir / model["file"]
+            try:
+                digest = file_sha256(path)
+            except OSError as error:
+                print(f"skipped {key}: cannot read {path}: {error}", file=sys.stderr)
+                skipped += 1
+                continue
+            if digest != model["sha256"]:
+                print(f"skipped {key}: {path} does not match its checksum (damaged or altered)", file=sys.stderr)
+                skipped += 1
+                continue
+            try:
+                session = timing_session(str(path), threads, provider)
+                measurement = time_session(session, tuple(model["input_shape"]), policy)
+            except Exception as error:  # one broken model must not stop the other measurements
+                print(f"skipped {key}: onnxruntime failed: {error}", file=sys.stderr)
+                skipped += 1
+                continue
+            results[key] = {
+                "key": key,
+                "sha256": digest,
+                "median_ms": measurement.median_ms,
+                "iqr_ms": measurement.iqr_ms,
+                "runs": measurement.runs,
+            }
+            write_json_atomic(output, results_payload(manifest, threads, results))
+            measured_now += 1
+            print(f"[{len(results)}/{len(models)}] {key} {measurement.median_ms:.3f} ms", flush=True)
+    except KeyboardInterrupt:
+        print(f"\nstopped: {len(results)}/{len(models)} measured in {output}; run again to resume", file=sys.stderr)
+        return 130
+    if not output.exists():
+        write_json_atomic(output, results_payload(manifest, threads, results))
+    remaining = len(models) - len(results)
+    print(f"done: {len(results)}/{len(models)} measured in {output}" + (f", {remaining} left" if remaining else ""))
+    return 1 if skipped else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

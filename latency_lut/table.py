@@ -27,9 +27,7 @@ class LutEntry:
 
     def problems(self) -> list[str]:
         found = []
-        if not (
-            isinstance(self.median_ms, int | float) and math.isfinite(self.median_ms) and self.median_ms > 0
-        ):
+        if not (isinstance(self.median_ms, int | float) and math.isfinite(self.median_ms) and self.median_ms > 0):
             found.append(f"median_ms must be a finite positive number, got {self.median_ms!r}")
         if not (isinstance(self.iqr_ms, int | float) and math.isfinite(self.iqr_ms) and self.iqr_ms >= 0):
             found.append(f"iqr_ms must be a finite number >= 0, got {self.iqr_ms!r}")

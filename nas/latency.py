@@ -7,16 +7,20 @@ stopped; a check measures whole networks once and keeps them for later reports a
 
 from __future__ import annotations
 
+import json
 import platform
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lut.device import Device, this_machine
+from latency_lut.kit import KitImport, KitImportError, KitManifest, build_kit, validate_results
 from latency_lut.kit_runner import Measurement, TimingPolicy
-from latency_lut.predictor import Calibration, LatencyPredictor
+from latency_lut.predictor import Calibration, LatencyPredictor, MissingKeysError
 from latency_lut.profiler import measure_key, measure_network
 from latency_lut.report import AccuracyReport, accuracy_report
 from latency_lut.table import LatencyTable, LutEntry
@@ -24,10 +28,15 @@ from nas.store import (
     CalibrationRepository,
     DeviceRepository,
     E2EMeasurementData,
+    KitRepository,
     LutEntryData,
     LutRepository,
     MeasurementRepository,
+    database_url,
+    make_engine,
+    session_factory,
     session_scope,
+    upgrade_database,
 )
 from nas.store import Device as DeviceRow
 from search_spaces.arch_spec import ArchSpec
@@ -35,6 +44,7 @@ from search_spaces.counting import count_spec
 from search_spaces.space import SearchSpace
 
 THIS_MACHINE_FACT = "this_machine"
+_SESSIONS: dict[str, sessionmaker[Session]] = {}
 
 Progress = Callable[[int, int, str], None]
 
@@ -45,6 +55,16 @@ class NotThisMachineError(ValueError):
             f"device {device!r} is not this machine ({platform.node()}), so it cannot be profiled here; "
             f"build a profiling kit with `hwnas lut kit {device} -o kit.zip` and import its results"
         )
+
+
+def open_sessions(url: str | None = None) -> sessionmaker[Session]:
+    """Sessions on the configured database (HWNAS_DATABASE_URL or SQLite under ./.hwnas/), migrated."""
+    resolved = url or database_url()
+    if resolved not in _SESSIONS:
+        engine = make_engine(resolved)
+        upgrade_database(engine)
+        _SESSIONS[resolved] = session_factory(engine)
+    return _SESSIONS[resolved]
 
 
 def device_from_row(row: DeviceRow) -> Device:
@@ -165,7 +185,6 @@ def profile_device(
     progress: Progress | None = None,
 ) -> ProfileSummary:
     """Measure the keys this device lacks on this machine, storing each one as soon as it is timed."""
-    import time
 
     device = get_device(sessions, name)
     if not is_this_machine(device):
@@ -247,8 +266,6 @@ def check_device(
     predictor = load_predictor(sessions, name).with_calibration(Calibration())
     missing = predictor.table.missing_keys(space.block_keys())
     if missing:
-        from latency_lut.predictor import MissingKeysError
-
         raise MissingKeysError(name, missing)
     specs = sample_specs(space, n_calibration + n, seed)
     measured = measure_networks(sessions, name, specs, policy, progress)
@@ -264,3 +281,50 @@ def save_calibration(sessions: sessionmaker[Session], name: str, calibration: Ca
         CalibrationRepository(session).save(
             row.id, calibration.method, calibration.to_dict(), calibration.n_measurements
         )
+
+
+def create_kit(
+    sessions: sessionmaker[Session],
+    name: str,
+    keys: Sequence[str],
+    out_path: Path,
+    missing_only: bool = True,
+    progress: Progress | None = None,
+    policy: TimingPolicy = TimingPolicy(),
+) -> KitManifest:
+    """Build a profiling kit for the device and remember its manifest to check the results against."""
+    device = get_device(sessions, name)
+    wanted = missing_keys(sessions, name, keys) if missing_only else sorted(set(keys))
+    if not wanted:
+        raise ValueError(f"device {name!r} already has all {len(set(keys))} keys; nothing to put in a kit")
+    report = None if progress is None else (lambda done, total: progress(done, total, ""))
+    manifest = build_kit(device, wanted, Path(out_path), policy, report)
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        KitRepository(session).add(row.id, manifest.kit_id, manifest.kit_version, json.loads(manifest.to_json()))
+    return manifest
+
+
+def import_kit_results(sessions: sessionmaker[Session], name: str, results: bytes | str) -> KitImport:
+    """Validate a kit's results file against the manifest it names and store it, all or nothing."""
+    try:
+        payload = json.loads(results)
+    except ValueError as error:
+        raise KitImportError([f"not JSON: {error}"]) from None
+    kit_id = payload.get("kit_id") if isinstance(payload, dict) else None
+    if not isinstance(kit_id, str):
+        raise KitImportError(["'kit_id' is missing: this is not a results file written by a kit's runner.py"])
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        found = KitRepository(session).manifest(kit_id)
+        device_id = row.id
+    if found is None:
+        raise KitImportError([f"'kit_id' {kit_id!r} names no kit made by this server"])
+    kit_device_id, manifest_data = found
+    if kit_device_id != device_id:
+        raise KitImportError([f"'kit_id' {kit_id!r} belongs to another device's kit, not {name!r}"])
+    outcome = validate_results(KitManifest.model_validate(manifest_data), results)
+    if not outcome.ok:
+        raise KitImportError(outcome.problems)
+    store_lut_entries(sessions, name, outcome.entries)
+    return outcome

@@ -1,0 +1,167 @@
+"""Whole-network latency from the lookup table, with a per-device calibration.
+
+A network's latency is predicted as the sum of its layers' measured latencies, corrected by a linear
+calibration fitted on a few end-to-end measurements of the same device:
+
+    predicted = scale * sum(layer latencies) + per_layer * number_of_layers + offset
+
+`scale` absorbs what isolated timing misses (caches warmed by the previous layer, memory traffic
+between layers), `per_layer` the fixed cost each timed run carries that a whole network pays once,
+and `offset` the per-inference overhead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from latency_lut.table import LatencyTable
+from search_spaces.arch_spec import ArchSpec
+from search_spaces.space import GENES_PER_SLOT, SearchSpace
+
+
+class MissingKeysError(LookupError):
+    """The lookup table lacks keys needed to price a network or a space."""
+
+    def __init__(self, device: str, missing: Sequence[str]) -> None:
+        self.device = device
+        self.missing = list(missing)
+        shown = ", ".join(self.missing[:5]) + (" ..." if len(self.missing) > 5 else "")
+        super().__init__(
+            f"lookup table of device {device!r} lacks {len(self.missing)} key(s): {shown}; "
+            f"profile them with `hwnas lut profile {device}` or import a kit's results"
+        )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    scale: float = 1.0
+    per_layer_ms: float = 0.0
+    offset_ms: float = 0.0
+    n_measurements: int = 0
+    method: str = "identity"
+
+    def apply(self, raw_sum_ms: np.ndarray | float, n_layers: np.ndarray | int) -> np.ndarray | float:
+        return self.scale * raw_sum_ms + self.per_layer_ms * n_layers + self.offset_ms
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        return cls(**data)
+
+
+def fit_calibration(raw_sums_ms: Sequence[float], n_layers: Sequence[int], measured_ms: Sequence[float]) -> Calibration:
+    """Least-squares fit of measured ~ scale * sum + per_layer * layers + offset.
+
+    With fewer than 4 measurements only the scale is fitted (through the origin); with none, identity.
+    """
+    sums = np.asarray(raw_sums_ms, dtype=np.float64)
+    layers = np.asarray(n_layers, dtype=np.float64)
+    measured = np.asarray(measured_ms, dtype=np.float64)
+    if not (len(sums) == len(layers) == len(measured)):
+        raise ValueError("raw sums, layer counts and measurements must have the same length")
+    if len(sums) == 0:
+        return Calibration()
+    if not (np.all(np.isfinite(measured)) and np.all(measured > 0)):
+        raise ValueError("end-to-end measurements must be finite and positive")
+    if len(sums) < 4:
+        scale = float(np.dot(sums, measured) / np.dot(sums, sums))
+        return Calibration(scale=scale, n_measurements=len(sums), method="scale")
+    # Relative least squares: every network counts the same whatever its latency.
+    design = np.column_stack([sums, layers, np.ones_like(sums)]) / measured[:, None]
+    coef, *_ = np.linalg.lstsq(design, np.ones_like(sums), rcond=None)
+    return Calibration(
+        scale=float(coef[0]),
+        per_layer_ms=float(coef[1]),
+        offset_ms=float(coef[2]),
+        n_measurements=len(sums),
+        method="linear-sum-layers",
+    )
+
+
+class LatencyPredictor:
+    def __init__(self, table: LatencyTable, calibration: Calibration | None = None) -> None:
+        self.table = table
+        self.calibration = calibration or Calibration()
+
+    def raw_sum_ms(self, spec: ArchSpec) -> float:
+        """Plain sum of the layers' measured latencies (no calibration)."""
+        keys = spec.block_keys()
+        missing = self.table.missing_keys(keys)
+        if missing:
+            raise MissingKeysError(self.table.device.name, missing)
+        return float(sum(self.table.latency_ms(key) for key in keys))
+
+    def predict_ms(self, spec: ArchSpec) -> float:
+        return float(self.calibration.apply(self.raw_sum_ms(spec), len(spec.blocks) + 2))
+
+    def with_calibration(self, calibration: Calibration) -> LatencyPredictor:
+        return LatencyPredictor(self.table, calibration)
+
+    def fit(self, specs: Sequence[ArchSpec], measured_ms: Sequence[float]) -> LatencyPredictor:
+        """A copy calibrated on end-to-end measurements of `specs`."""
+        sums = [self.raw_sum_ms(spec) for spec in specs]
+        layers = [len(spec.blocks) + 2 for spec in specs]
+        return self.with_calibration(fit_calibration(sums, layers, measured_ms))
+
+    def pricer(self, space: SearchSpace) -> PopulationPricer:
+        return PopulationPricer(space, self)
+
+
+class PopulationPricer:
+    """Prices whole populations of genomes of one space at once (numpy gathers, no Python loop).
+
+    Built once per (space, table): every slot's latency for every block option is laid out in one flat
+    array indexed by (resolution, width, slot, option), so a population costs a handful of array ops.
+    """
+
+    def __init__(self, space: SearchSpace, predictor: LatencyPredictor) -> None:
+        missing = predictor.table.missing_keys(space.block_keys())
+        if missing:
+            raise MissingKeysError(predictor.table.device.name, missing)
+        self.space = space
+        self.calibration = predictor.calibration
+        table = predictor.table
+        n_r, n_w, n_s, n_o = len(space.resolutions), len(space.widths), space.n_slots, space.n_options
+        self._slot_costs = np.zeros((n_r, n_w, n_s, n_o), dtype=np.float64)
+        self._fixed_costs = np.zeros((n_r, n_w), dtype=np.float64)
+        self._fixed_layers = np.zeros((n_r, n_w), dtype=np.int64)
+        for r_i, resolution in enumerate(space.resolutions):
+            for w_i, width in enumerate(space.widths):
+                fixed = space.fixed_keys_at(resolution, width)
+                self._fixed_costs[r_i, w_i] = sum(table.latency_ms(key) for key in fixed)
+                self._fixed_layers[r_i, w_i] = len(fixed)
+                for slot, slot_keys in enumerate(space.slot_keys_at(resolution, width)):
+                    self._slot_costs[r_i, w_i, slot] = [table.latency_ms(key) for key in slot_keys]
+        self._flat_costs = self._slot_costs.reshape(-1)
+        first = space.slot_gene_index(0)
+        self._k_cols = first + GENES_PER_SLOT * np.arange(n_s)
+        n_e, n_se, n_a = len(space.expansions), len(space.se_options), len(space.activations)
+        # option = ((k * n_e + e) * n_se + se) * n_a + a, as space.option_index computes it
+        self._gene_weights = np.array([n_e * n_se * n_a, n_se * n_a, n_a, 1], dtype=np.int64)
+        self._slot_base = np.arange(n_s, dtype=np.int64) * n_o
+
+    def raw_sum_ms(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per genome: the plain LUT sum and the number of layers."""
+        genes = np.asarray(genomes)
+        if genes.ndim != 2 or genes.shape[1] != self.space.genome_length:
+            raise ValueError(f"genomes must have shape (n, {self.space.genome_length}), got {genes.shape}")
+        n_s = self.space.n_slots
+        slot_genes = genes[:, self._k_cols[0] :].reshape(len(genes), n_s, GENES_PER_SLOT)
+        active = slot_genes[:, :, 0] >= 0
+        options = slot_genes @ self._gene_weights
+        res_i, width_i = genes[:, 0], genes[:, 1]
+        block_base = (res_i * len(self.space.widths) + width_i) * (n_s * self.space.n_options)
+        flat_index = block_base[:, None] + self._slot_base[None, :] + np.where(active, options, 0)
+        costs = np.where(active, self._flat_costs[flat_index], 0.0)
+        raw = self._fixed_costs[res_i, width_i] + costs.sum(axis=1)
+        layers = self._fixed_layers[res_i, width_i] + active.sum(axis=1)
+        return raw, layers
+
+    def predict_ms(self, genomes: np.ndarray) -> np.ndarray:
+        raw, layers = self.raw_sum_ms(genomes)
+        return np.asarray(self.calibration.apply(raw, layers), dtype=np.float64)
