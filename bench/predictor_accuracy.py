@@ -1,0 +1,64 @@
+"""How well the LUT predicts real end-to-end latency: 200 random mobilenet_v3_large networks at 224x224,
+each measured end to end in ONNX Runtime on this machine, 1 thread.
+
+Target: calibrated predictor >= 99% within +-10% and >= 90% within +-5%. Beside it, in the same run:
+the raw LUT sum and a linear model of MAdds fitted on the same calibration networks.
+
+    python -m bench.predictor_accuracy [--n 200] [--n-calibration 20] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from bench.common import bench_sessions, ensure_local_device, machine_line
+from latency_lut.kit_runner import TimingPolicy
+from nas.latency import check_device, profile_device
+from search_spaces import get_space
+
+DEVICE = "bench-1t"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--n-calibration", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    sessions = bench_sessions()
+    ensure_local_device(sessions, DEVICE, threads=1)
+    space = get_space("mobilenet_v3_large").with_options(resolutions=[224])
+    print(f"machine: {machine_line()}")
+    started = time.perf_counter()
+    summary = profile_device(sessions, DEVICE, space.block_keys(), TimingPolicy())
+    print(f"LUT: {summary.wanted} keys ({summary.measured_now} measured now, {time.perf_counter() - started:.0f} s)")
+    started = time.perf_counter()
+    report = check_device(sessions, DEVICE, space, n=args.n, n_calibration=args.n_calibration, seed=args.seed)
+    print(
+        f"end-to-end: {args.n + args.n_calibration} networks measured or reused "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    c = report.calibration
+    print(
+        f"calibration: {c.scale:.4f} x sum + {c.per_layer_ms * 1000:.1f} us x layers + {c.offset_ms:.3f} ms "
+        f"(fitted on {report.n_calibration}, scored on {report.n_evaluation})"
+    )
+    print(f"\n{'predictor':14} {'within 5%':>10} {'within 10%':>11} {'RMSE ms':>9} {'MAPE':>7} {'Spearman':>9}")
+    for s in report.scores:
+        print(
+            f"{s.name:14} {s.within_5pct:10.1%} {s.within_10pct:11.1%} {s.rmse_ms:9.3f} "
+            f"{s.mean_abs_pct_error:6.2f}% {s.spearman:9.4f}"
+        )
+    best = report.score("calibrated")
+    verdict = "PASS" if best.within_10pct >= 0.99 and best.within_5pct >= 0.90 else "FAIL"
+    print(f"\ntarget (>= 99% within 10%, >= 90% within 5%): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
