@@ -38,6 +38,8 @@ app.add_typer(reference_app, name="reference")
 app.add_typer(space_app, name="space")
 app.add_typer(device_app, name="device")
 app.add_typer(lut_app, name="lut")
+db_app = typer.Typer(help="The database (HWNAS_DATABASE_URL).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -426,6 +428,22 @@ def print_report(report: Any) -> None:
             f"{score.spearman:.3f}",
         )
     console.print(table)
+
+
+# --- db ------------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@cli_errors
+def db_upgrade() -> None:
+    """Create or migrate the database to the newest schema (safe to run repeatedly)."""
+    from nas.store import database_revision, database_url, make_engine, upgrade_database
+
+    engine = make_engine(database_url())
+    upgrade_database(engine)
+    console.print(
+        f"database at revision {database_revision(engine)}: {engine.url.render_as_string(hide_password=True)}"
+    )
 
 
 # --- demo ------------------------------------------------------------------------------------------
