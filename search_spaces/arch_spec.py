@@ -135,9 +135,7 @@ class HeadSpec(_Frozen):
         )
 
 
-_BLOCK_RE = re.compile(
-    r"(?P<kind>ds|ir)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>\d+)_c(?P<c>\d+)(?P<se>_se)?_(?P<act>re|r6|hs)"
-)
+_BLOCK_RE = re.compile(r"(?P<kind>ds|ir)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>\d+)_c(?P<c>\d+)(?P<se>_se)?_(?P<act>re|r6|hs)")
 _KEY_RE = re.compile(r"(?P<body>[a-z0-9_]+)@(?P<h>\d+)x(?P<w>\d+)x(?P<c>\d+)")
 _STEM_RE = re.compile(r"stem_k(?P<k>\d+)_s(?P<s>\d+)_c(?P<c>\d+)_(?P<act>re|r6|hs)")
 _HEAD_RE = re.compile(r"head_c(?P<c>\d+)_h(?P<h>\d+)_n(?P<n>\d+)_(?P<act>re|r6|hs)")
@@ -157,6 +155,14 @@ class LayerKey:
 
     def __str__(self) -> str:
         return f"{self.layer.to_string()}@{self.height}x{self.width}x{self.in_channels}"
+
+    # A key is its string: fields the string leaves out (the head's dropout) must not make a parsed
+    # key differ from the one it was written from.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LayerKey) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:

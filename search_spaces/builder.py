@@ -79,9 +79,7 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_channels: int, spec: BlockSpec) -> None:
         super().__init__()
         mid = spec.mid_channels
-        self.expand = (
-            ConvBNAct(in_channels, mid, 1, activation=spec.activation) if mid != in_channels else None
-        )
+        self.expand = ConvBNAct(in_channels, mid, 1, activation=spec.activation) if mid != in_channels else None
         self.depthwise = ConvBNAct(mid, mid, spec.kernel, spec.stride, groups=mid, activation=spec.activation)
         self.se = SqueezeExcite(mid) if spec.se else None
         self.project = ConvBNAct(mid, spec.out_channels, 1, activation=None)
@@ -107,9 +105,7 @@ class Head(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.hidden = None
         if spec.hidden_channels:
-            self.hidden = nn.Sequential(
-                nn.Linear(channels, spec.hidden_channels), make_activation(spec.activation)
-            )
+            self.hidden = nn.Sequential(nn.Linear(channels, spec.hidden_channels), make_activation(spec.activation))
             channels = spec.hidden_channels
         self.dropout = nn.Dropout(spec.dropout)
         self.classifier = nn.Linear(channels, spec.num_classes)

@@ -99,9 +99,7 @@ def check_parity(
     return ParityReport(max_abs_diff=worst, tolerance=tolerance)
 
 
-def check_spec_parity(
-    spec: ArchSpec, module: nn.Module | None = None, tolerance: float = 1e-4
-) -> ParityReport:
+def check_spec_parity(spec: ArchSpec, module: nn.Module | None = None, tolerance: float = 1e-4) -> ParityReport:
     model = build_model(spec) if module is None else module
     onnx_bytes = export_spec(spec, model)
     return check_parity(model, onnx_bytes, (1, spec.in_channels, spec.resolution, spec.resolution), tolerance)

@@ -29,9 +29,7 @@ class ReferenceNet:
 
 
 def _v1_blocks() -> tuple[str, ...]:
-    plan = (
-        [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
-    )
+    plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
     blocks, channels = [], 32
     for out, stride in plan:
         blocks.append(f"ds_k3_s{stride}_e{channels}_c{out}_r6")

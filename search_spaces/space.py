@@ -78,6 +78,23 @@ class SearchSpace:
     dropout: float = 0.2
     stem_activation: Activation = "hswish"
 
+    def __post_init__(self) -> None:
+        self._check_stage_widths()
+
+    def _check_stage_widths(self) -> None:
+        # A stride-1 stage as wide as the stage before it could not be told apart from that stage's
+        # later blocks: two genomes would decode to one network and `encode` would fail.
+        for width in self.widths:
+            for index in range(1, len(self.stages)):
+                stage, previous = self.stages[index], self.stages[index - 1]
+                if stage.stride == 1 and self._scale(stage.out_channels, width) == self._scale(
+                    previous.out_channels, width
+                ):
+                    raise ValueError(
+                        f"at width {width:g}, stride-1 stage {index} is as wide as stage {index - 1} "
+                        f"({self._scale(stage.out_channels, width)} channels); stages must differ"
+                    )
+
     # --- layout ----------------------------------------------------------------------------------
 
     @property
@@ -132,7 +149,9 @@ class SearchSpace:
             if num_classes < 2:
                 raise ValueError(f"num_classes must be at least 2, got {num_classes}")
             changes["num_classes"] = int(num_classes)
-        return replace(self, **changes)
+        space = replace(self, **changes)
+        space._check_stage_widths()
+        return space
 
     # --- geometry --------------------------------------------------------------------------------
 
@@ -147,9 +166,7 @@ class SearchSpace:
         for text in self.fixed_blocks:
             base = BlockSpec.from_string(text)
             mid = channels if base.kind == "ds" else self._scale(base.mid_channels, width)
-            block = base.model_copy(
-                update={"mid_channels": mid, "out_channels": self._scale(base.out_channels, width)}
-            )
+            block = base.model_copy(update={"mid_channels": mid, "out_channels": self._scale(base.out_channels, width)})
             blocks.append(block)
             channels = block.out_channels
         return blocks
@@ -238,9 +255,7 @@ class SearchSpace:
                     value = genes[base + offset]
                     valid = 0 <= value < limit if j < depth else value == UNUSED
                     if not valid:
-                        raise ValueError(
-                            f"gene {base + offset} (stage {stage_i}, block {j}) invalid: {value}"
-                        )
+                        raise ValueError(f"gene {base + offset} (stage {stage_i}, block {j}) invalid: {value}")
 
     def encode(self, spec: ArchSpec) -> np.ndarray:
         """The genome of `spec`; ValueError if the network is not a member of this space."""
@@ -253,13 +268,13 @@ class SearchSpace:
                     return self._encode_at(spec, r_i, w_i)
                 except ValueError as error:
                     problems.append(f"width {width}: {error}")
-        detail = (
-            "; ".join(problems) if problems else f"resolution {spec.resolution} not in {self.resolutions}"
-        )
+        detail = "; ".join(problems) if problems else f"resolution {spec.resolution} not in {self.resolutions}"
         raise ValueError(f"architecture is not in space {self.name}: {detail}")
 
     def _encode_at(self, spec: ArchSpec, r_i: int, w_i: int) -> np.ndarray:
         width = self.widths[w_i]
+        if spec.in_channels != 3:  # members are RGB networks, as `decode` and `layer_keys_at` build them
+            raise ValueError(f"input has {spec.in_channels} channels, members have 3")
         if spec.stem != self.stem_spec(width) or spec.head != self.head_spec(width):
             raise ValueError("stem or head differ")
         fixed = self.fixed_block_specs(width)
@@ -373,7 +388,8 @@ class SearchSpace:
             total *= sum(self.n_options**depth for depth in stage.depths)
         return total
 
-    def layer_keys_at(self, resolution: int, width: float) -> list[str]:
+    def fixed_keys_at(self, resolution: int, width: float) -> list[str]:
+        """Keys every architecture at this resolution and width contains: stem, fixed blocks, head."""
         stem = self.stem_spec(width)
         keys = [f"{stem.to_string()}@{resolution}x{resolution}x3"]
         size = conv_output_size(resolution, stem.kernel, stem.stride)
@@ -382,15 +398,30 @@ class SearchSpace:
             keys.append(f"{block.to_string()}@{size}x{size}x{channels}")
             size = conv_output_size(size, block.kernel, block.stride)
             channels = block.out_channels
-        for stage, (first, later) in zip(self.stages, self.slot_shapes(resolution, width), strict=True):
-            shapes = [first] + ([later] if stage.max_depth > 1 else [])
-            for shape in shapes:
-                for option in range(self.n_options):
-                    block = self.slot_block(shape, option)
-                    keys.append(f"{block.to_string()}@{shape.size}x{shape.size}x{shape.in_channels}")
-            size, channels = later.size, later.out_channels
-        keys.append(f"{self.head_spec(width).to_string()}@{size}x{size}x{channels}")
+        last = self.slot_shapes(resolution, width)[-1][1]
+        keys.append(f"{self.head_spec(width).to_string()}@{last.size}x{last.size}x{last.out_channels}")
         return keys
+
+    def slot_keys_at(self, resolution: int, width: float) -> list[list[str]]:
+        """For every block slot (in genome order), the key of each block option (in option order)."""
+        per_slot = []
+        for stage, (first, later) in zip(self.stages, self.slot_shapes(resolution, width), strict=True):
+            for j in range(stage.max_depth):
+                shape = first if j == 0 else later
+                per_slot.append(
+                    [
+                        f"{self.slot_block(shape, option).to_string()}@{shape.size}x{shape.size}x{shape.in_channels}"
+                        for option in range(self.n_options)
+                    ]
+                )
+        return per_slot
+
+    def layer_keys_at(self, resolution: int, width: float) -> list[str]:
+        """Every distinct key at one resolution and width."""
+        keys = dict.fromkeys(self.fixed_keys_at(resolution, width))
+        for slot_keys in self.slot_keys_at(resolution, width):
+            keys.update(dict.fromkeys(slot_keys))
+        return list(keys)
 
     def block_keys(self) -> list[str]:
         """Every distinct layer key the space can produce, at its real input shape, sorted."""
@@ -405,8 +436,7 @@ class SearchSpace:
             "name": self.name,
             "description": self.description,
             "stages": [
-                {"out_channels": s.out_channels, "stride": s.stride, "depths": list(s.depths)}
-                for s in self.stages
+                {"out_channels": s.out_channels, "stride": s.stride, "depths": list(s.depths)} for s in self.stages
             ],
             "fixed_blocks": list(self.fixed_blocks),
             "kernels": list(self.kernels),
