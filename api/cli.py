@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -415,7 +415,9 @@ def lut_check(
 
 def print_report(report: Any) -> None:
     table = Table(
-        "predictor", "within ±5%", "within ±10%", "RMSE (ms)", "mean |err|", "Spearman ρ",
+        # no_wrap + min_width: at 80 columns rich would otherwise cut "madds_linear" to "madds_line…"
+        Column("predictor", no_wrap=True, min_width=max(len(score.name) for score in report.scores)),
+        "within ±5%", "within ±10%", "RMSE (ms)", "mean |err|", "Spearman ρ",
         title=f"{report.device}: fitted on {report.n_calibration}, scored on {report.n_evaluation} networks",
     )  # fmt: skip
     for score in report.scores:

@@ -63,3 +63,61 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 # --------------------------------------- end of store fixtures ---------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------------
+# Latency service and CLI fixtures (tests/nas/test_latency_service.py, tests/api/test_cli.py).
+# A tiny search space whose 34 block keys (32x32 input) profile in about a second, and a timing policy
+# quick enough for tests. Measurements are real ONNX Runtime timings, never mocked; the session-scoped
+# ones are measured once and only read afterwards. Imports stay inside the fixtures so this section can
+# sit at the end of the file.
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_lut_space():
+    """A `SearchSpace` of two stages (1-2 blocks each), 2 kernels x 2 expansions x SE, one width, 32 px."""
+    from search_spaces.space import SearchSpace, StageChoices
+
+    return SearchSpace(
+        name="tiny",
+        description="tiny test space",
+        stem_channels=8,
+        stages=(StageChoices(16, 2, (1, 2)), StageChoices(24, 2, (1, 2))),
+        head_hidden_channels=32,
+        kernels=(3, 5),
+        expansions=(3, 6),
+        se_options=(False, True),
+        activations=("relu",),
+        widths=(1.0,),
+        resolutions=(32,),
+        num_classes=10,
+    )
+
+
+@pytest.fixture(scope="session")
+def fast_policy():
+    """A `TimingPolicy` quicker than QUICK_POLICY: a tiny key takes milliseconds, a tiny network < 0.1 s."""
+    from latency_lut.kit_runner import TimingPolicy
+
+    return TimingPolicy(warmup_runs=1, min_runs=3, max_runs=8, batch_runs=3, max_seconds=0.1)
+
+
+@pytest.fixture(scope="session")
+def tiny_lut(tiny_lut_space, fast_policy):
+    """`{key: LutEntry}`: every key of `tiny_lut_space` measured once here at 1 thread (read it, never change it).
+
+    For tests that need a complete table without testing profiling itself; store it with
+    `nas.latency.store_lut_entries` under a 1-thread device of this machine.
+    """
+    from latency_lut.profiler import measure_key
+    from latency_lut.table import LutEntry
+
+    entries = {}
+    for key in tiny_lut_space.block_keys():
+        measured = measure_key(key, 1, fast_policy)
+        entries[key] = LutEntry(measured.median_ms, measured.iqr_ms, measured.runs, measured.runtime_version)
+    return entries
+
+
+# ------------------------------------ end of latency service fixtures ------------------------------------
