@@ -1,0 +1,36 @@
+"""Datasets for searches: built-in (`synthetic`, `digits`) and uploaded (`.npz`, ImageFolder zips).
+
+Every source ends as a validated `ImageDataset` (uint8, NCHW, square); `split_dataset` turns one
+into the deterministic, stratified, standardised train/validation arrays that trials train on.
+"""
+
+from nas.datasets.builtin import digits_dataset, synthetic_dataset
+from nas.datasets.dataset import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_IMAGES,
+    MIN_RESOLUTION,
+    DatasetError,
+    ImageDataset,
+    validate_dataset,
+)
+from nas.datasets.imagefolder import load_imagefolder_zip
+from nas.datasets.npz import load_npz
+from nas.datasets.source import BUILTIN_DATASETS, load_dataset
+from nas.datasets.split import DatasetSplit, split_dataset
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_IMAGES",
+    "MIN_RESOLUTION",
+    "DatasetError",
+    "DatasetSplit",
+    "ImageDataset",
+    "digits_dataset",
+    "load_dataset",
+    "load_imagefolder_zip",
+    "load_npz",
+    "split_dataset",
+    "synthetic_dataset",
+    "validate_dataset",
+]
