@@ -165,3 +165,41 @@ class PopulationPricer:
     def predict_ms(self, genomes: np.ndarray) -> np.ndarray:
         raw, layers = self.raw_sum_ms(genomes)
         return np.asarray(self.calibration.apply(raw, layers), dtype=np.float64)
+
+    def fastest(self) -> tuple[float, np.ndarray]:
+        """The smallest predicted latency any network of the space reaches, and that network's genome.
+
+        Exact: per resolution and width, every slot takes its cheapest option and every stage the
+        depth that minimises its calibrated cost.
+        """
+        space, cal = self.space, self.calibration
+        n_e, n_se, n_a = len(space.expansions), len(space.se_options), len(space.activations)
+        best: tuple[float, np.ndarray] | None = None
+        for r_i in range(len(space.resolutions)):
+            for w_i in range(len(space.widths)):
+                adjusted = cal.scale * self._slot_costs[r_i, w_i] + cal.per_layer_ms  # (slots, options)
+                cheapest = adjusted.argmin(axis=1)
+                total = cal.scale * self._fixed_costs[r_i, w_i] + cal.per_layer_ms * self._fixed_layers[r_i, w_i]
+                total += cal.offset_ms
+                genome = np.full(space.genome_length, -1, dtype=np.int64)
+                genome[0], genome[1] = r_i, w_i
+                for stage_i, stage in enumerate(space.stages):
+                    offset = space.stage_slot_offsets[stage_i]
+                    costs = [adjusted[offset + j, cheapest[offset + j]] for j in range(stage.max_depth)]
+                    depth = min(stage.depths, key=lambda d: sum(costs[:d]))
+                    total += sum(costs[:depth])
+                    genome[2 + stage_i] = stage.depths.index(depth)
+                    for j in range(depth):
+                        option = int(cheapest[offset + j])
+                        base = space.slot_gene_index(offset + j)
+                        genome[base : base + GENES_PER_SLOT] = [
+                            option // (n_a * n_se * n_e),
+                            (option // (n_a * n_se)) % n_e,
+                            (option // n_a) % n_se,
+                            option % n_a,
+                        ]
+                if best is None or total < best[0]:
+                    best = (float(total), genome)
+        if best is None:
+            raise ValueError(f"space {space.name} has no resolution or width to choose from")
+        return best

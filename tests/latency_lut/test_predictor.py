@@ -168,3 +168,13 @@ def test_accuracy_report_on_real_measurements(measured_table: LatencyTable) -> N
         assert score.n == 5 and 0 <= score.within_5pct <= score.within_10pct <= 1
         assert math.isfinite(score.rmse_ms)
     assert set(report.to_dict()["scores"]) == {"calibrated", "lut_sum", "madds_linear"}
+
+
+def test_fastest_network_is_exact_and_no_sample_beats_it() -> None:
+    table = _arithmetic_table(PRICING_SPACE)
+    predictor = LatencyPredictor(table, Calibration(1.1, 0.01, 0.2, 5, "linear-sum-layers"))
+    pricer = predictor.pricer(PRICING_SPACE)
+    fastest_ms, genome = pricer.fastest()
+    assert predictor.predict_ms(PRICING_SPACE.decode(genome)) == pytest.approx(fastest_ms)
+    population = PRICING_SPACE.sample_population(20_000, np.random.default_rng(2))
+    assert pricer.predict_ms(population).min() >= fastest_ms - 1e-9

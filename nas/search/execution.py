@@ -1,0 +1,232 @@
+"""Running candidate evaluations as Ray Tune trials.
+
+The ask/tell strategy is wrapped once as a Tune `Searcher`, so any Tune scheduler (ASHA by default)
+and any Ray cluster come for free. Trials report validation accuracy every epoch; the searcher tells
+the strategy each finished trial, and `on_finished` (in the driver process) receives a record of it
+as soon as it finishes, which the search runner stores as a candidate.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from search_spaces.arch_spec import ArchSpec
+from search_spaces.space import SearchSpace
+
+RAY_ADDRESS_ENV = "HWNAS_RAY_ADDRESS"
+TrialStatus = Literal["completed", "pruned", "failed"]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished trial, as the driver saw it."""
+
+    trial_id: str
+    genome: list[int]
+    spec: ArchSpec
+    predicted_ms: float
+    status: TrialStatus
+    accuracy: float | None
+    accuracies: list[float]
+    epochs_run: int
+    train_seconds: float
+    error: str | None = None
+
+
+@dataclass
+class TuneSettings:
+    epochs: int
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    grace_period: int = 1
+    reduction_factor: int = 3
+    use_asha: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Start (or join) Ray once per process: a cluster when HWNAS_RAY_ADDRESS is set, else local."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get(RAY_ADDRESS_ENV)
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+
+
+def _make_searcher(
+    strategy: Any,
+    space: SearchSpace,
+    price: Callable[[np.ndarray], np.ndarray],
+    epochs: int,
+    on_finished: Callable[[TrialRecord], None],
+    adapt_spec: Callable[[ArchSpec], ArchSpec],
+) -> Any:
+    from ray.tune.search import Searcher
+
+    from nas.strategies import Observation, SearchSpaceExhausted
+
+    class StrategySearcher(Searcher):
+        """Tune's view of an ask/tell strategy."""
+
+        def __init__(self) -> None:
+            super().__init__(metric="accuracy", mode="max")
+            self.asked: dict[str, tuple[np.ndarray, float, float]] = {}
+
+        def suggest(self, trial_id: str) -> dict | None:
+            try:
+                genome = strategy.ask()
+            except SearchSpaceExhausted:
+                return Searcher.FINISHED
+            predicted = float(price(genome[None, :])[0])
+            self.asked[trial_id] = (genome, predicted, time.time())
+            spec = adapt_spec(space.decode(genome))
+            return {"genome": [int(g) for g in genome], "spec_json": spec.to_json()}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            genome, predicted, started = self.asked.pop(trial_id)
+            accuracies = list((result or {}).get("accuracies", []))
+            accuracy = accuracies[-1] if accuracies else None
+            if error or accuracy is None:
+                status: TrialStatus = "failed"
+            elif len(accuracies) < epochs:
+                status = "pruned"
+            else:
+                status = "completed"
+            strategy.tell(
+                Observation.create(
+                    space,
+                    genome,
+                    accuracy=accuracy,
+                    latency_ms=predicted,
+                    status=status,
+                )
+            )
+            on_finished(
+                TrialRecord(
+                    trial_id=trial_id,
+                    genome=[int(g) for g in genome],
+                    spec=adapt_spec(space.decode(genome)),
+                    predicted_ms=predicted,
+                    status=status,
+                    accuracy=accuracy,
+                    accuracies=accuracies,
+                    epochs_run=len(accuracies),
+                    train_seconds=float((result or {}).get("train_seconds", time.time() - started)),
+                    error="trial raised an error" if error else None,
+                )
+            )
+
+    return StrategySearcher()
+
+
+def run_trials(
+    strategy: Any,
+    space: SearchSpace,
+    price: Callable[[np.ndarray], np.ndarray],
+    evaluate: Callable[[ArchSpec, Callable[[int, float, float], bool | None]], Any],
+    n_trials: int,
+    settings: TuneSettings,
+    on_finished: Callable[[TrialRecord], None],
+    should_stop: Callable[[], bool] = lambda: False,
+    adapt_spec: Callable[[ArchSpec], ArchSpec] = lambda spec: spec,
+) -> None:
+    """Evaluate `n_trials` candidates proposed by `strategy` through Ray Tune.
+
+    `evaluate(spec, on_epoch)` runs inside a Tune trial (a Ray worker process): it must call
+    `on_epoch(epoch, val_accuracy, train_loss)` after every epoch and stop when it returns True.
+    `should_stop` is polled in the driver (cancel, lost worker lease) and ends the run between trials.
+    """
+    if n_trials <= 0:
+        return
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    ensure_ray()
+
+    def trainable(config: dict, evaluate: Callable = evaluate) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+        spec = ArchSpec.from_json(config["spec_json"])
+        accuracies: list[float] = []
+        started = time.perf_counter()
+
+        def on_epoch(epoch: int, accuracy: float, loss: float) -> bool:
+            accuracies.append(float(accuracy))
+            tune.report(
+                {
+                    "accuracy": float(accuracy),
+                    "loss": float(loss),
+                    "epoch": epoch + 1,
+                    "accuracies": list(accuracies),
+                    "train_seconds": time.perf_counter() - started,
+                }
+            )
+            return False
+
+        evaluate(spec, on_epoch)
+
+    class StopOnRequest(tune.Stopper):
+        def __init__(self) -> None:
+            self._last_check = 0.0
+            self._stop = False
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return self.stop_all()
+
+        def stop_all(self) -> bool:
+            if not self._stop and time.monotonic() - self._last_check > 0.5:
+                self._last_check = time.monotonic()
+                self._stop = bool(should_stop())
+            return self._stop
+
+    searcher = ConcurrencyLimiter(
+        _make_searcher(strategy, space, price, settings.epochs, on_finished, adapt_spec),
+        max_concurrent=settings.max_concurrent,
+    )
+    scheduler = (
+        ASHAScheduler(
+            time_attr="epoch",
+            max_t=settings.epochs,
+            grace_period=min(settings.grace_period, settings.epochs),
+            reduction_factor=settings.reduction_factor,
+        )
+        if settings.use_asha and settings.epochs > 1
+        else FIFOScheduler()
+    )
+    with tempfile.TemporaryDirectory(prefix="hwnas-tune-") as storage:
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(trainable, evaluate=evaluate), {"cpu": settings.cpus_per_trial}),
+            tune_config=tune.TuneConfig(
+                metric="accuracy",
+                mode="max",
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=n_trials,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                storage_path=storage,
+                stop=StopOnRequest(),
+                verbose=0,
+                log_to_file=False,
+            ),
+        )
+        tuner.fit()

@@ -1,0 +1,108 @@
+"""What a user asks for when submitting a search, and the effort presets that size it."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from search_spaces.space import SPACES
+
+StrategyName = Literal["random", "evolution", "pareto"]
+EffortName = Literal["smoke", "quick", "default", "thorough"]
+
+
+class EffortPreset(BaseModel):
+    """How much work a search does. Trials are sized for seconds of real training each on 2 cores."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trials: int = Field(ge=1)
+    epochs: int = Field(ge=1, description="training epochs per search trial (ASHA may stop a trial earlier)")
+    final_epochs: int = Field(ge=1, description="training of the winner and of the baseline")
+    netadapt_epochs: int = Field(ge=0, description="fine-tuning of each NetAdapt proposal")
+    netadapt_iterations: int = Field(ge=0)
+    max_train_images: int | None = None
+    population_size: int = Field(ge=2)
+    sample_size: int = Field(ge=1)
+
+
+EFFORT_PRESETS: dict[str, EffortPreset] = {
+    "smoke": EffortPreset(
+        trials=4,
+        epochs=1,
+        final_epochs=2,
+        netadapt_epochs=0,
+        netadapt_iterations=8,
+        max_train_images=256,
+        population_size=2,
+        sample_size=2,
+    ),
+    "quick": EffortPreset(
+        trials=12,
+        epochs=3,
+        final_epochs=8,
+        netadapt_epochs=1,
+        netadapt_iterations=12,
+        max_train_images=1024,
+        population_size=4,
+        sample_size=2,
+    ),
+    "default": EffortPreset(
+        trials=24,
+        epochs=5,
+        final_epochs=15,
+        netadapt_epochs=1,
+        netadapt_iterations=20,
+        population_size=8,
+        sample_size=3,
+    ),
+    "thorough": EffortPreset(
+        trials=80,
+        epochs=8,
+        final_epochs=40,
+        netadapt_epochs=2,
+        netadapt_iterations=40,
+        population_size=20,
+        sample_size=5,
+    ),
+}
+
+
+class SearchRequest(BaseModel):
+    """A search: the best network of `space` for `dataset` whose latency on `device` is within budget."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field(min_length=1, max_length=100)
+    space: str = Field(default="mobilenet_v3_small")
+    dataset: str = Field(min_length=1, max_length=500, description="'digits', 'synthetic[:opts]', or a dataset path")
+    budget_ms: float = Field(gt=0, description="latency budget on the device, milliseconds")
+    strategy: StrategyName = "evolution"
+    effort: EffortName = "default"
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    resolution: int = Field(default=32, ge=16, le=320, description="input resolution for training and latency")
+    widths: tuple[float, ...] | None = Field(default=None, description="width multipliers (default: the space's)")
+    reward: Literal["soft", "hard"] = "soft"
+    netadapt: bool = True
+    baseline: bool = True
+    max_over_budget_ratio: float = Field(default=1.25, ge=1.0, le=10.0)
+
+    @field_validator("budget_ms")
+    @classmethod
+    def _finite_budget(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("budget_ms must be a finite positive number of milliseconds")
+        return value
+
+    @field_validator("space")
+    @classmethod
+    def _known_space(cls, value: str) -> str:
+        if value not in SPACES:
+            raise ValueError(f"unknown search space {value!r}; known: {', '.join(SPACES)}")
+        return value
+
+    @property
+    def preset(self) -> EffortPreset:
+        return EFFORT_PRESETS[self.effort]
