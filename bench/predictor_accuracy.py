@@ -13,9 +13,12 @@ import argparse
 import json
 import time
 
+from sqlalchemy import delete
+
 from bench.common import bench_sessions, ensure_local_device, machine_line
 from latency_lut.kit_runner import TimingPolicy
 from nas.latency import check_device, profile_device
+from nas.store import DeviceRepository, E2EMeasurement, session_scope
 from search_spaces import get_space
 
 DEVICE = "bench-1t"
@@ -27,11 +30,16 @@ def main() -> None:
     parser.add_argument("--n-calibration", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--fresh", action="store_true", help="forget stored end-to-end measurements first")
     args = parser.parse_args()
 
     sessions = bench_sessions()
     ensure_local_device(sessions, DEVICE, threads=1)
     space = get_space("mobilenet_v3_large").with_options(resolutions=[224])
+    if args.fresh:
+        with session_scope(sessions) as session:
+            device_id = DeviceRepository(session).require(DEVICE).id
+            session.execute(delete(E2EMeasurement).where(E2EMeasurement.device_id == device_id))
     print(f"machine: {machine_line()}")
     started = time.perf_counter()
     summary = profile_device(sessions, DEVICE, space.block_keys(), TimingPolicy())

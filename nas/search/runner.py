@@ -1,0 +1,528 @@
+"""One search, start to finish: data, LUT, budgeted search on Ray Tune, NetAdapt, final training,
+export, and the MobileNetV3-Small baseline.
+
+The runner talks to the outside world only through a `SearchRecorder` (store candidates and events,
+report progress, say whether to stop), so it runs the same from the database-backed worker, from a
+script, or from a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from latency_lut.kit_runner import TimingPolicy
+from latency_lut.predictor import LatencyPredictor, MissingKeysError
+from latency_lut.profiler import measure_network
+from nas.datasets import DatasetSplit, load_dataset, split_dataset
+from nas.evaluation.training import TrainingRecipe, train_and_evaluate
+from nas.search.execution import TrialRecord, TuneSettings, run_trials
+from nas.search.request import SearchRequest
+from nas.strategies import Observation, make_strategy
+from search_spaces.arch_spec import ArchSpec
+from search_spaces.counting import count_spec
+from search_spaces.onnx_export import check_parity, export_spec
+from search_spaces.reference import WIDTH_RANGE, reference_spec
+from search_spaces.space import SearchSpace, get_space
+
+
+class BudgetUnreachableError(ValueError):
+    def __init__(self, budget_ms: float, fastest_ms: float, device: str) -> None:
+        self.fastest_ms = fastest_ms
+        super().__init__(
+            f"budget_ms {budget_ms:g} is below the smallest latency this space can reach on device {device!r} "
+            f"({fastest_ms:.4g} ms)"
+        )
+
+
+class SearchCancelled(Exception):
+    """The search was asked to stop (cancel, or another worker took it over)."""
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    arch_hash: str
+    spec: ArchSpec
+    genome: list[int] | None
+    phase: str
+    status: str
+    predicted_ms: float
+    accuracy: float | None
+    accuracies: list[float]
+    train_seconds: float | None
+    trial_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchitectureRecord:
+    role: str
+    spec: ArchSpec
+    predicted_ms: float
+    measured_ms: float | None
+    accuracy: float
+    accuracies: list[float]
+    artifact_dir: Path
+    files: dict[str, str]
+    parity_max_abs_diff: float
+
+
+@dataclass
+class SearchOutcome:
+    winner: ArchitectureRecord
+    baseline: ArchitectureRecord | None
+    trials: int
+    over_budget_skipped: int
+    fastest_ms: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class SearchRecorder(Protocol):
+    def stored_candidates(self, phase: str) -> list[CandidateRecord]: ...
+
+    def record_candidate(self, candidate: CandidateRecord) -> None: ...
+
+    def event(self, kind: str, message: str, data: dict | None = None, level: str = "info") -> None: ...
+
+    def progress(self, phase: str, fraction: float, trials_done: int, trials_total: int, skipped: int) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+@dataclass
+class MemoryRecorder:
+    """Keeps everything in lists: for scripts, benchmarks and tests."""
+
+    candidates: list[CandidateRecord] = field(default_factory=list)
+    events: list[tuple[str, str, dict | None]] = field(default_factory=list)
+    stop: Callable[[], bool] = lambda: False
+    echo: bool = False
+
+    def stored_candidates(self, phase: str) -> list[CandidateRecord]:
+        return [c for c in self.candidates if c.phase == phase]
+
+    def record_candidate(self, candidate: CandidateRecord) -> None:
+        self.candidates.append(candidate)
+
+    def event(self, kind: str, message: str, data: dict | None = None, level: str = "info") -> None:
+        self.events.append((kind, message, data))
+        if self.echo:
+            print(f"[{kind}] {message}", flush=True)
+
+    def progress(self, phase: str, fraction: float, trials_done: int, trials_total: int, skipped: int) -> None:
+        return None
+
+    def should_stop(self) -> bool:
+        return self.stop()
+
+
+# --- set-up ------------------------------------------------------------------------------------------
+
+
+def load_split(request: SearchRequest) -> DatasetSplit:
+    """The request's dataset, split and resized; grayscale is repeated to RGB (the spaces take 3 channels)."""
+    dataset = load_dataset(request.dataset)
+    split = split_dataset(dataset, val_fraction=0.2, seed=request.seed, resolution=request.resolution)
+    if split.in_channels == 3:
+        return split
+    repeat = lambda x: np.ascontiguousarray(np.repeat(x, 3, axis=1))  # noqa: E731
+    return DatasetSplit(
+        name=split.name,
+        num_classes=split.num_classes,
+        in_channels=3,
+        x_train=repeat(split.x_train),
+        y_train=split.y_train,
+        x_val=repeat(split.x_val),
+        y_val=split.y_val,
+        class_names=split.class_names,
+        mean=tuple(split.mean) * 3,
+        std=tuple(split.std) * 3,
+    )
+
+
+def search_space_for(request: SearchRequest, num_classes: int) -> SearchSpace:
+    return get_space(request.space).with_options(
+        resolutions=[request.resolution], widths=request.widths, num_classes=num_classes
+    )
+
+
+def training_recipe(request: SearchRequest, epochs: int) -> TrainingRecipe:
+    preset = request.preset
+    return TrainingRecipe(
+        epochs=epochs,
+        batch_size=64,
+        optimizer="adamw",
+        lr=4e-3,
+        weight_decay=0.02,
+        label_smoothing=0.1,
+        seed=request.seed,
+        max_train_images=preset.max_train_images,
+    )
+
+
+# --- the phases --------------------------------------------------------------------------------------
+
+
+def run_search(
+    request: SearchRequest,
+    predictor: LatencyPredictor,
+    recorder: SearchRecorder,
+    artifact_dir: Path,
+    *,
+    measure_locally: bool,
+    threads: int = 1,
+    latency_for_missing: Callable[[str], float] | None = None,
+) -> SearchOutcome:
+    """Run a whole search. `predictor` must cover the space at the request's resolution.
+
+    `measure_locally`: the device is this machine, so the winner's and the baseline's latency are
+    measured end to end (and `latency_for_missing` may profile keys NetAdapt needs on demand).
+    """
+    started = time.perf_counter()
+    preset = request.preset
+    split = load_split(request)
+    space = search_space_for(request, split.num_classes)
+    missing = predictor.table.missing_keys(space.block_keys())
+    if missing:
+        raise MissingKeysError(predictor.table.device.name, missing)
+    pricer = predictor.pricer(space)
+    fastest_ms, _ = pricer.fastest()
+    if request.budget_ms < fastest_ms:
+        raise BudgetUnreachableError(request.budget_ms, fastest_ms, predictor.table.device.name)
+    recorder.event(
+        "start",
+        f"{request.strategy} search of {space.name} at {request.resolution}px for {split.name} "
+        f"({split.num_classes} classes), budget {request.budget_ms:g} ms on {predictor.table.device.name}",
+        {"fastest_ms": fastest_ms, "trials": preset.trials},
+    )
+
+    # Phase 1: budgeted search through Ray Tune.
+    strategy_kwargs: dict[str, Any] = {}
+    if request.strategy in ("evolution", "pareto"):
+        strategy_kwargs["population_size"] = preset.population_size
+    if request.strategy == "evolution":
+        strategy_kwargs["sample_size"] = preset.sample_size
+    strategy = make_strategy(
+        request.strategy,
+        space=space,
+        budget_ms=request.budget_ms,
+        price=pricer.predict_ms,
+        seed=request.seed,
+        max_over_budget_ratio=request.max_over_budget_ratio,
+        reward_mode=request.reward,
+        **strategy_kwargs,
+    )
+    done = recorder.stored_candidates("search")
+    strategy.replay([_observation(space, c) for c in done if c.genome is not None])
+    if done:
+        recorder.event("resume", f"rebuilt the strategy from {len(done)} stored candidates; none is trained again")
+    trials_done = len(done)
+    search_recipe = training_recipe(request, preset.epochs)
+
+    def evaluate(spec: ArchSpec, on_epoch: Callable[[int, float, float], bool | None]) -> Any:
+        return train_and_evaluate(spec, split, search_recipe, on_epoch=on_epoch)
+
+    def on_finished(trial: TrialRecord) -> None:
+        nonlocal trials_done
+        trials_done += 1
+        record = CandidateRecord(
+            arch_hash=trial.spec.content_hash(),
+            spec=trial.spec,
+            genome=trial.genome,
+            phase="search",
+            status=trial.status,
+            predicted_ms=trial.predicted_ms,
+            accuracy=trial.accuracy,
+            accuracies=trial.accuracies,
+            train_seconds=trial.train_seconds,
+            trial_id=trial.trial_id,
+            error=trial.error,
+        )
+        recorder.record_candidate(record)
+        accuracy = "-" if trial.accuracy is None else f"{trial.accuracy:.3f}"
+        recorder.event(
+            "trial",
+            f"{trial.status} acc {accuracy} at {trial.predicted_ms:.3f} ms: {trial.spec.to_string()[:120]}",
+            {"arch_hash": record.arch_hash, "accuracy": trial.accuracy, "predicted_ms": trial.predicted_ms},
+        )
+        recorder.progress(
+            "search", 0.7 * trials_done / preset.trials, trials_done, preset.trials, strategy.rejected_over_budget
+        )
+
+    cpus = max(1, os.cpu_count() or 1)
+    run_trials(
+        strategy,
+        space,
+        pricer.predict_ms,
+        evaluate,
+        preset.trials - trials_done,
+        TuneSettings(epochs=preset.epochs, max_concurrent=cpus, cpus_per_trial=1.0),
+        on_finished,
+        should_stop=recorder.should_stop,
+    )
+    if recorder.should_stop():
+        raise SearchCancelled("stopped between trials")
+    best = strategy.best()
+    if best is None:
+        raise RuntimeError("no trial completed; see the search's events for the trials' errors")
+    winner_spec = space.decode(best.genome)
+    recorder.event(
+        "search_done",
+        f"best of {trials_done} trials: acc {best.accuracy:.3f} at {best.latency_ms:.3f} ms "
+        f"({strategy.rejected_over_budget} proposals over budget were never trained)",
+        {"over_budget_skipped": strategy.rejected_over_budget},
+    )
+
+    # Phase 2: NetAdapt, when the best candidate is over budget.
+    latency_of = _latency_function(predictor, latency_for_missing)
+    if request.netadapt and latency_of(winner_spec) > request.budget_ms:
+        recorder.progress("netadapt", 0.75, trials_done, preset.trials, strategy.rejected_over_budget)
+        winner_spec = _run_netadapt(request, split, winner_spec, latency_of, recorder)
+    if recorder.should_stop():
+        raise SearchCancelled("stopped before final training")
+
+    # Phase 3: final training, export, checks; then the baseline with the same recipe.
+    recorder.progress("final", 0.85, trials_done, preset.trials, strategy.rejected_over_budget)
+    final_recipe = training_recipe(request, preset.final_epochs)
+    winner = _finish_architecture(
+        "winner", winner_spec, split, final_recipe, latency_of, artifact_dir, measure_locally, threads, recorder
+    )
+    baseline = None
+    if request.baseline:
+        recorder.progress("baseline", 0.93, trials_done, preset.trials, strategy.rejected_over_budget)
+        baseline = _baseline(request, split, final_recipe, latency_of, artifact_dir, measure_locally, threads, recorder)
+    outcome = SearchOutcome(
+        winner=winner,
+        baseline=baseline,
+        trials=trials_done,
+        over_budget_skipped=strategy.rejected_over_budget,
+        fastest_ms=fastest_ms,
+    )
+    outcome.summary = summarize(outcome, request, time.perf_counter() - started)
+    recorder.event("done", _summary_line(outcome.summary), outcome.summary)
+    recorder.progress("done", 1.0, trials_done, preset.trials, strategy.rejected_over_budget)
+    return outcome
+
+
+def _observation(space: SearchSpace, candidate: CandidateRecord) -> Observation:
+    return Observation.create(
+        space,
+        np.asarray(candidate.genome, dtype=np.int64),
+        accuracy=candidate.accuracy,
+        latency_ms=candidate.predicted_ms,
+        status=candidate.status,  # type: ignore[arg-type]
+    )
+
+
+def _latency_function(
+    predictor: LatencyPredictor, latency_for_missing: Callable[[str], float] | None
+) -> Callable[[ArchSpec], float]:
+    """Predicted latency of any spec; keys outside the table are filled by `latency_for_missing`."""
+
+    def latency_of(spec: ArchSpec) -> float:
+        missing = predictor.table.missing_keys(spec.block_keys())
+        if missing:
+            if latency_for_missing is None:
+                raise MissingKeysError(predictor.table.device.name, missing)
+            from latency_lut.table import LutEntry
+
+            for key in missing:
+                predictor.table.add(key, LutEntry(latency_for_missing(key), 0.0, 1, "on-demand", "profiler"))
+        return predictor.predict_ms(spec)
+
+    return latency_of
+
+
+def _run_netadapt(
+    request: SearchRequest,
+    split: DatasetSplit,
+    spec: ArchSpec,
+    latency_of: Callable[[ArchSpec], float],
+    recorder: SearchRecorder,
+) -> ArchSpec:
+    from nas.evaluation.training import fine_tune
+    from nas.netadapt import netadapt
+
+    preset = request.preset
+    start = train_and_evaluate(spec, split, training_recipe(request, preset.epochs))
+    tune_recipe = training_recipe(request, max(1, preset.netadapt_epochs))
+
+    def evaluate(model: torch.nn.Module, candidate: ArchSpec) -> float:
+        if preset.netadapt_epochs == 0:
+            from nas.evaluation.training import evaluate_accuracy
+
+            return evaluate_accuracy(model, split.x_val, split.y_val, candidate.resolution)
+        return fine_tune(model, split, tune_recipe).final_accuracy
+
+    def on_step(step: Any) -> None:
+        recorder.record_candidate(
+            CandidateRecord(
+                arch_hash=step.spec.content_hash(),
+                spec=step.spec,
+                genome=None,
+                phase="netadapt",
+                status="completed",
+                predicted_ms=step.latency_ms,
+                accuracy=step.accuracy,
+                accuracies=[step.accuracy],
+                train_seconds=None,
+            )
+        )
+        recorder.event("netadapt", f"proposal {step.latency_ms:.3f} ms, acc {step.accuracy:.3f}: {step.description}")
+
+    result = netadapt(
+        spec,
+        start.model,
+        latency_of,
+        request.budget_ms,
+        evaluate,
+        max_iterations=preset.netadapt_iterations,
+        on_step=on_step,
+    )
+    if not result.met_budget:
+        recorder.event(
+            "netadapt",
+            f"NetAdapt could not reach the budget; keeping its smallest network ({latency_of(result.spec):.3f} ms)",
+            level="warning",
+        )
+    return result.spec
+
+
+def _finish_architecture(
+    role: str,
+    spec: ArchSpec,
+    split: DatasetSplit,
+    recipe: TrainingRecipe,
+    latency_of: Callable[[ArchSpec], float],
+    artifact_root: Path,
+    measure_locally: bool,
+    threads: int,
+    recorder: SearchRecorder,
+) -> ArchitectureRecord:
+    """Train from scratch with the final recipe, export spec/ONNX/weights, check ONNX = PyTorch."""
+    result = train_and_evaluate(spec, split, recipe)
+    model = result.model.eval()
+    directory = artifact_root / f"{role}-{spec.content_hash()}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "spec.json").write_text(spec.to_json())
+    onnx_bytes = export_spec(spec, model)
+    (directory / "model.onnx").write_bytes(onnx_bytes)
+    torch.save({"spec": json.loads(spec.to_json()), "state_dict": model.state_dict()}, directory / "weights.pt")
+    parity = check_parity(model, onnx_bytes, (1, spec.in_channels, spec.resolution, spec.resolution))
+    if not parity.ok:
+        raise RuntimeError(f"ONNX export of the {role} differs from PyTorch by {parity.max_abs_diff:.2e}")
+    predicted = latency_of(spec)
+    measured = measure_network(spec, threads, TimingPolicy()).median_ms if measure_locally else None
+    record = ArchitectureRecord(
+        role=role,
+        spec=spec,
+        predicted_ms=predicted,
+        measured_ms=measured,
+        accuracy=result.final_accuracy,
+        accuracies=result.epoch_accuracies,
+        artifact_dir=directory,
+        files={"spec": "spec.json", "onnx": "model.onnx", "weights": "weights.pt"},
+        parity_max_abs_diff=parity.max_abs_diff,
+    )
+    measured_text = "" if measured is None else f", measured {measured:.3f} ms"
+    recorder.event(
+        role,
+        f"{role}: acc {record.accuracy:.3f}, predicted {predicted:.3f} ms{measured_text}, "
+        f"{count_spec(spec).params:,} params",
+        {"accuracy": record.accuracy, "predicted_ms": predicted, "measured_ms": measured},
+    )
+    recorder.record_candidate(
+        CandidateRecord(
+            arch_hash=spec.content_hash(),
+            spec=spec,
+            genome=None,
+            phase="final" if role == "winner" else "baseline",
+            status="completed",
+            predicted_ms=predicted,
+            accuracy=record.accuracy,
+            accuracies=record.accuracies,
+            train_seconds=result.train_seconds,
+        )
+    )
+    return record
+
+
+def baseline_spec(
+    request: SearchRequest, num_classes: int, latency_of: Callable[[ArchSpec], float], widths: Sequence[float]
+) -> ArchSpec | None:
+    """MobileNetV3-Small at the widest multiplier (of `widths`) whose latency fits the budget."""
+    for width in sorted(widths, reverse=True):
+        spec = reference_spec("mobilenet_v3_small", width=width, resolution=request.resolution, num_classes=num_classes)
+        if latency_of(spec) <= request.budget_ms:
+            return spec
+    return None
+
+
+BASELINE_WIDTHS = tuple(round(w, 2) for w in np.arange(WIDTH_RANGE[0], WIDTH_RANGE[1] + 1e-9, 0.05))
+
+
+def _baseline(
+    request: SearchRequest,
+    split: DatasetSplit,
+    recipe: TrainingRecipe,
+    latency_of: Callable[[ArchSpec], float],
+    artifact_root: Path,
+    measure_locally: bool,
+    threads: int,
+    recorder: SearchRecorder,
+) -> ArchitectureRecord | None:
+    try:
+        spec = baseline_spec(request, split.num_classes, latency_of, BASELINE_WIDTHS)
+    except MissingKeysError as error:
+        recorder.event("baseline", f"no baseline: {error}", level="warning")
+        return None
+    if spec is None:
+        recorder.event("baseline", "no MobileNetV3-Small width (0.35-1.4) fits the budget", level="warning")
+        return None
+    return _finish_architecture(
+        "baseline", spec, split, recipe, latency_of, artifact_root, measure_locally, threads, recorder
+    )
+
+
+def summarize(outcome: SearchOutcome, request: SearchRequest, seconds: float) -> dict[str, Any]:
+    def describe(record: ArchitectureRecord | None) -> dict[str, Any] | None:
+        if record is None:
+            return None
+        return {
+            "name": record.spec.name,
+            "arch_hash": record.spec.content_hash(),
+            "accuracy": record.accuracy,
+            "predicted_ms": record.predicted_ms,
+            "measured_ms": record.measured_ms,
+            "params": count_spec(record.spec).params,
+            "madds": count_spec(record.spec).madds,
+            "artifact_dir": str(record.artifact_dir),
+        }
+
+    return {
+        "budget_ms": request.budget_ms,
+        "fastest_ms": outcome.fastest_ms,
+        "trials": outcome.trials,
+        "over_budget_skipped": outcome.over_budget_skipped,
+        "seconds": round(seconds, 1),
+        "winner": describe(outcome.winner),
+        "baseline": describe(outcome.baseline),
+    }
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    winner, baseline = summary["winner"], summary["baseline"]
+    line = f"winner acc {winner['accuracy']:.3f} at {winner['predicted_ms']:.3f} ms predicted"
+    if winner["measured_ms"] is not None:
+        line += f" / {winner['measured_ms']:.3f} ms measured"
+    if baseline:
+        line += f"; baseline {baseline['name']} acc {baseline['accuracy']:.3f} at {baseline['predicted_ms']:.3f} ms"
+    return line + f" (budget {summary['budget_ms']:g} ms)"
