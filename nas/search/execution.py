@@ -11,16 +11,25 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from ray import tune
+from ray.tune import Stopper
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from search_spaces.arch_spec import ArchSpec
 from search_spaces.space import SearchSpace
 
 RAY_ADDRESS_ENV = "HWNAS_RAY_ADDRESS"
+
+# Tune pickles its searcher and stopper into the experiment directory. They run in this (the driver)
+# process, so they hold only a token and find the live strategy, database recorder and callbacks here.
+_LIVE: dict[str, dict[str, Any]] = {}
 TrialStatus = Literal["completed", "pruned", "failed"]
 
 
@@ -69,70 +78,102 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         )
 
 
-def _make_searcher(
-    strategy: Any,
-    space: SearchSpace,
-    price: Callable[[np.ndarray], np.ndarray],
-    epochs: int,
-    on_finished: Callable[[TrialRecord], None],
-    adapt_spec: Callable[[ArchSpec], ArchSpec],
-) -> Any:
-    from ray.tune.search import Searcher
+class StrategySearcher(Searcher):
+    """Tune's view of an ask/tell strategy (lives in the driver; finds its strategy by token)."""
 
-    from nas.strategies import Observation, SearchSpaceExhausted
+    def __init__(self, token: str, epochs: int) -> None:
+        super().__init__(metric="accuracy", mode="max")
+        self.token = token
+        self.epochs = epochs
+        self.asked: dict[str, tuple[list[int], float, float]] = {}
 
-    class StrategySearcher(Searcher):
-        """Tune's view of an ask/tell strategy."""
+    def suggest(self, trial_id: str) -> dict | None:
+        from nas.strategies import SearchSpaceExhausted
 
-        def __init__(self) -> None:
-            super().__init__(metric="accuracy", mode="max")
-            self.asked: dict[str, tuple[np.ndarray, float, float]] = {}
+        live = _LIVE[self.token]
+        strategy, space, price, adapt_spec = live["strategy"], live["space"], live["price"], live["adapt_spec"]
+        try:
+            genome = strategy.ask()
+        except SearchSpaceExhausted:
+            return Searcher.FINISHED
+        predicted = float(price(genome[None, :])[0])
+        self.asked[trial_id] = ([int(g) for g in genome], predicted, time.time())
+        spec = adapt_spec(space.decode(genome))
+        return {"genome": [int(g) for g in genome], "spec_json": spec.to_json()}
 
-        def suggest(self, trial_id: str) -> dict | None:
-            try:
-                genome = strategy.ask()
-            except SearchSpaceExhausted:
-                return Searcher.FINISHED
-            predicted = float(price(genome[None, :])[0])
-            self.asked[trial_id] = (genome, predicted, time.time())
-            spec = adapt_spec(space.decode(genome))
-            return {"genome": [int(g) for g in genome], "spec_json": spec.to_json()}
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        from nas.strategies import Observation
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            genome, predicted, started = self.asked.pop(trial_id)
-            accuracies = list((result or {}).get("accuracies", []))
-            accuracy = accuracies[-1] if accuracies else None
-            if error or accuracy is None:
-                status: TrialStatus = "failed"
-            elif len(accuracies) < epochs:
-                status = "pruned"
-            else:
-                status = "completed"
-            strategy.tell(
-                Observation.create(
-                    space,
-                    genome,
-                    accuracy=accuracy,
-                    latency_ms=predicted,
-                    status=status,
-                )
+        live = _LIVE[self.token]
+        strategy, space, adapt_spec = live["strategy"], live["space"], live["adapt_spec"]
+        genes, predicted, started = self.asked.pop(trial_id)
+        genome = np.asarray(genes, dtype=np.int64)
+        accuracies = list((result or {}).get("accuracies", []))
+        accuracy = accuracies[-1] if accuracies else None
+        if error or accuracy is None:
+            status: TrialStatus = "failed"
+        elif len(accuracies) < self.epochs:
+            status = "pruned"
+        else:
+            status = "completed"
+        strategy.tell(Observation.create(space, genome, accuracy=accuracy, latency_ms=predicted, status=status))
+        live["on_finished"](
+            TrialRecord(
+                trial_id=trial_id,
+                genome=genes,
+                spec=adapt_spec(space.decode(genome)),
+                predicted_ms=predicted,
+                status=status,
+                accuracy=accuracy,
+                accuracies=accuracies,
+                epochs_run=len(accuracies),
+                train_seconds=float((result or {}).get("train_seconds", time.time() - started)),
+                error="trial raised an error" if error else None,
             )
-            on_finished(
-                TrialRecord(
-                    trial_id=trial_id,
-                    genome=[int(g) for g in genome],
-                    spec=adapt_spec(space.decode(genome)),
-                    predicted_ms=predicted,
-                    status=status,
-                    accuracy=accuracy,
-                    accuracies=accuracies,
-                    epochs_run=len(accuracies),
-                    train_seconds=float((result or {}).get("train_seconds", time.time() - started)),
-                    error="trial raised an error" if error else None,
-                )
-            )
+        )
 
-    return StrategySearcher()
+
+class StopOnRequest(Stopper):
+    """Stops the whole run when the driver's `should_stop` says so (checked at most twice a second)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self._last_check = 0.0
+        self._stop = False
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        if not self._stop and time.monotonic() - self._last_check > 0.5:
+            self._last_check = time.monotonic()
+            self._stop = bool(_LIVE[self.token]["should_stop"]())
+        return self._stop
+
+
+def _trainable(config: dict, evaluate: Callable, threads: int) -> None:
+    """One trial, in a Ray worker: train the proposed network, report accuracy every epoch."""
+    import torch
+
+    torch.set_num_threads(threads)
+    spec = ArchSpec.from_json(config["spec_json"])
+    accuracies: list[float] = []
+    started = time.perf_counter()
+
+    def on_epoch(epoch: int, accuracy: float, loss: float) -> bool:
+        accuracies.append(float(accuracy))
+        tune.report(
+            {
+                "accuracy": float(accuracy),
+                "loss": float(loss),
+                "epoch": epoch + 1,
+                "accuracies": list(accuracies),
+                "train_seconds": time.perf_counter() - started,
+            }
+        )
+        return False
+
+    evaluate(spec, on_epoch)
 
 
 def run_trials(
@@ -154,51 +195,20 @@ def run_trials(
     """
     if n_trials <= 0:
         return
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
-
     ensure_ray()
 
-    def trainable(config: dict, evaluate: Callable = evaluate) -> None:
-        import torch
-
-        torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
-        spec = ArchSpec.from_json(config["spec_json"])
-        accuracies: list[float] = []
-        started = time.perf_counter()
-
-        def on_epoch(epoch: int, accuracy: float, loss: float) -> bool:
-            accuracies.append(float(accuracy))
-            tune.report(
-                {
-                    "accuracy": float(accuracy),
-                    "loss": float(loss),
-                    "epoch": epoch + 1,
-                    "accuracies": list(accuracies),
-                    "train_seconds": time.perf_counter() - started,
-                }
-            )
-            return False
-
-        evaluate(spec, on_epoch)
-
-    class StopOnRequest(tune.Stopper):
-        def __init__(self) -> None:
-            self._last_check = 0.0
-            self._stop = False
-
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            return self.stop_all()
-
-        def stop_all(self) -> bool:
-            if not self._stop and time.monotonic() - self._last_check > 0.5:
-                self._last_check = time.monotonic()
-                self._stop = bool(should_stop())
-            return self._stop
+    token = uuid.uuid4().hex
+    _LIVE[token] = {
+        "strategy": strategy,
+        "space": space,
+        "price": price,
+        "adapt_spec": adapt_spec,
+        "on_finished": on_finished,
+        "should_stop": should_stop,
+    }
 
     searcher = ConcurrencyLimiter(
-        _make_searcher(strategy, space, price, settings.epochs, on_finished, adapt_spec),
+        StrategySearcher(token, settings.epochs),
         max_concurrent=settings.max_concurrent,
     )
     scheduler = (
@@ -213,7 +223,10 @@ def run_trials(
     )
     with tempfile.TemporaryDirectory(prefix="hwnas-tune-") as storage:
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trainable, evaluate=evaluate), {"cpu": settings.cpus_per_trial}),
+            tune.with_resources(
+                tune.with_parameters(_trainable, evaluate=evaluate, threads=max(1, int(settings.cpus_per_trial))),
+                {"cpu": settings.cpus_per_trial},
+            ),
             tune_config=tune.TuneConfig(
                 metric="accuracy",
                 mode="max",
@@ -224,9 +237,12 @@ def run_trials(
             ),
             run_config=tune.RunConfig(
                 storage_path=storage,
-                stop=StopOnRequest(),
+                stop=StopOnRequest(token),
                 verbose=0,
                 log_to_file=False,
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            _LIVE.pop(token, None)

@@ -297,7 +297,7 @@ def run_search(
     )
     baseline = None
     if request.baseline:
-        recorder.progress("baseline", 0.93, trials_done, preset.trials, strategy.rejected_over_budget)
+        recorder.progress("final", 0.93, trials_done, preset.trials, strategy.rejected_over_budget)
         baseline = _baseline(request, split, final_recipe, latency_of, artifact_dir, measure_locally, threads, recorder)
     outcome = SearchOutcome(
         winner=winner,
@@ -363,20 +363,26 @@ def _run_netadapt(
         return fine_tune(model, split, tune_recipe).final_accuracy
 
     def on_step(step: Any) -> None:
-        recorder.record_candidate(
-            CandidateRecord(
-                arch_hash=step.spec.content_hash(),
-                spec=step.spec,
-                genome=None,
-                phase="netadapt",
-                status="completed",
-                predicted_ms=step.latency_ms,
-                accuracy=step.accuracy,
-                accuracies=[step.accuracy],
-                train_seconds=None,
+        for proposal in step.proposals:
+            recorder.record_candidate(
+                CandidateRecord(
+                    arch_hash=proposal.spec.content_hash(),
+                    spec=proposal.spec,
+                    genome=None,
+                    phase="netadapt",
+                    status="completed",
+                    predicted_ms=proposal.latency_ms,
+                    accuracy=proposal.accuracy,
+                    accuracies=[proposal.accuracy],
+                    train_seconds=None,
+                )
             )
+        chosen = step.chosen
+        recorder.event(
+            "netadapt",
+            f"iteration {step.iteration}: {chosen.group} {chosen.width_before}->{chosen.width} channels, "
+            f"{chosen.latency_ms:.3f} ms, acc {chosen.accuracy:.3f} ({len(step.proposals)} proposals)",
         )
-        recorder.event("netadapt", f"proposal {step.latency_ms:.3f} ms, acc {step.accuracy:.3f}: {step.description}")
 
     result = netadapt(
         spec,

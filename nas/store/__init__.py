@@ -1,6 +1,7 @@
 """The hwnas store: SQLAlchemy models, repositories and Alembic migrations.
 
-The database is the single source of truth for devices and their measurements. Typical use::
+The database is the single source of truth for devices and their measurements, and for searches:
+their state, candidates, exported architectures and event log. Typical use::
 
     engine = make_engine()  # HWNAS_DATABASE_URL, or SQLite under ./.hwnas/
     upgrade_database(engine)
@@ -20,16 +21,40 @@ from nas.store.db import (
     session_scope,
     upgrade_database,
 )
-from nas.store.errors import DeviceExistsError, DeviceNotFoundError, StoreError
+from nas.store.errors import (
+    ArchitectureNotFoundError,
+    DeviceExistsError,
+    DeviceNotFoundError,
+    SearchNotFoundError,
+    SearchStateError,
+    StoreError,
+)
 from nas.store.models import (
+    ARCHITECTURE_ROLES,
+    CANDIDATE_PHASES,
+    CANDIDATE_STATUSES,
+    EVENT_LEVELS,
+    FINISHED_SEARCH_STATUSES,
     LUT_SOURCES,
+    SEARCH_PHASES,
+    SEARCH_STATUSES,
+    Architecture,
+    ArchitectureRole,
     Base,
     Calibration,
+    Candidate,
+    CandidatePhase,
+    CandidateStatus,
     Device,
     E2EMeasurement,
+    EventLevel,
     Kit,
     LutEntry,
     LutSource,
+    Search,
+    SearchEvent,
+    SearchPhase,
+    SearchStatus,
 )
 from nas.store.repositories import (
     CalibrationData,
@@ -41,20 +66,49 @@ from nas.store.repositories import (
     LutRepository,
     MeasurementRepository,
 )
+from nas.store.search_repositories import (
+    ArchitectureRepository,
+    CandidateData,
+    CandidateRecord,
+    CandidateRepository,
+    EventRecord,
+    EventRepository,
+    SearchRepository,
+)
 
 __all__ = [
+    "ARCHITECTURE_ROLES",
+    "CANDIDATE_PHASES",
+    "CANDIDATE_STATUSES",
     "DATABASE_URL_ENV",
+    "EVENT_LEVELS",
+    "FINISHED_SEARCH_STATUSES",
     "LUT_SOURCES",
+    "SEARCH_PHASES",
+    "SEARCH_STATUSES",
+    "Architecture",
+    "ArchitectureNotFoundError",
+    "ArchitectureRepository",
+    "ArchitectureRole",
     "Base",
     "Calibration",
     "CalibrationData",
     "CalibrationRepository",
+    "Candidate",
+    "CandidateData",
+    "CandidatePhase",
+    "CandidateRecord",
+    "CandidateRepository",
+    "CandidateStatus",
     "Device",
     "DeviceExistsError",
     "DeviceNotFoundError",
     "DeviceRepository",
     "E2EMeasurement",
     "E2EMeasurementData",
+    "EventLevel",
+    "EventRecord",
+    "EventRepository",
     "Kit",
     "KitRepository",
     "LutEntry",
@@ -62,6 +116,13 @@ __all__ = [
     "LutRepository",
     "LutSource",
     "MeasurementRepository",
+    "Search",
+    "SearchEvent",
+    "SearchNotFoundError",
+    "SearchPhase",
+    "SearchRepository",
+    "SearchStateError",
+    "SearchStatus",
     "StoreError",
     "alembic_config",
     "database_revision",

@@ -24,3 +24,32 @@ class DeviceNotFoundError(StoreError):
         self.name = name
         what = f"with id {name}" if isinstance(name, int) else f"named {name!r}"
         super().__init__(f"no device {what} is stored; add it first (hwnas device add)")
+
+
+class SearchNotFoundError(StoreError):
+    """Raised when a search is required by its public id and no such search is stored."""
+
+    def __init__(self, public_id: str) -> None:
+        self.public_id = public_id
+        super().__init__(f"no search with id {public_id!r} is stored")
+
+
+class SearchStateError(StoreError):
+    """Raised when a search is asked to do what its status does not allow (the API answers 409).
+
+    For example cancelling a search that already finished, or deleting one a worker is running.
+    """
+
+    def __init__(self, public_id: str, status: str, action: str) -> None:
+        self.public_id = public_id
+        self.status = status
+        self.action = action
+        super().__init__(f"cannot {action} search {public_id!r}: it is {status}")
+
+
+class ArchitectureNotFoundError(StoreError):
+    """Raised when an architecture is required by its public id and no such architecture is stored."""
+
+    def __init__(self, public_id: str) -> None:
+        self.public_id = public_id
+        super().__init__(f"no architecture with id {public_id!r} is stored")

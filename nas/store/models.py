@@ -4,26 +4,31 @@ The migrations in `nas/store/migrations/versions/` build exactly this schema; a 
 so a change here needs a new revision there.
 """
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.mutable import MutableDict
+from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Explicit constraint names: Alembic can only drop or alter a constraint it can name, and SQLite
@@ -187,3 +192,196 @@ class Kit(Base):
     kit_version: Mapped[int] = mapped_column(Integer)
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+# --- searches ----------------------------------------------------------------------------------------
+# A search under a latency budget, what it evaluated, what it produced and its log. Written by the API
+# (create, cancel) and by the one worker that holds the search's claim (everything else).
+
+SearchStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+SEARCH_STATUSES: tuple[SearchStatus, ...] = get_args(SearchStatus)
+FINISHED_SEARCH_STATUSES: tuple[SearchStatus, ...] = ("succeeded", "failed", "cancelled")
+
+SearchPhase = Literal["queued", "search", "netadapt", "final", "done"]
+"""Where a search is: waiting, strategy trials, NetAdapt shrinking, training the winner, finished."""
+SEARCH_PHASES: tuple[SearchPhase, ...] = get_args(SearchPhase)
+
+CandidatePhase = Literal["search", "netadapt", "final", "baseline"]
+CANDIDATE_PHASES: tuple[CandidatePhase, ...] = get_args(CandidatePhase)
+
+CandidateStatus = Literal["completed", "pruned", "over_budget", "failed"]
+"""completed: trained to the end; pruned: stopped early by the scheduler; over_budget: never trained."""
+CANDIDATE_STATUSES: tuple[CandidateStatus, ...] = get_args(CandidateStatus)
+
+ArchitectureRole = Literal["winner", "baseline"]
+ARCHITECTURE_ROLES: tuple[ArchitectureRole, ...] = get_args(ArchitectureRole)
+
+EventLevel = Literal["info", "warning", "error"]
+EVENT_LEVELS: tuple[EventLevel, ...] = get_args(EventLevel)
+
+# A JSON array (genomes, per-epoch accuracies): JSONB on PostgreSQL, mutation-tracked like JSON_DOCUMENT.
+JSON_LIST = MutableList.as_mutable(JSON().with_variant(JSONB(), "postgresql"))
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """SQL for a CHECK that `column` holds one of `values` (kept in step with the Literal above)."""
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
+def _new_public_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Search(Base):
+    """One requested search: the request as validated, then the state a worker moves it through.
+
+    `public_id` is what the API exposes; `id` stays internal (candidates, events and architectures
+    reference it). `worker_id`, `claimed_at` and `heartbeat_at` belong to the claim: a running search
+    whose heartbeat is older than the stale limit may be claimed again by another worker.
+    """
+
+    __tablename__ = "searches"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", SEARCH_STATUSES), name="status_known"),
+        CheckConstraint(_one_of("phase", SEARCH_PHASES), name="phase_known"),
+        CheckConstraint("budget_ms > 0", name="budget_positive"),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress_fraction"),
+        CheckConstraint(
+            "trials_done >= 0 AND trials_total >= 0 AND over_budget_skipped >= 0", name="counts_non_negative"
+        ),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        # Claiming looks for queued searches and running ones with a stale heartbeat.
+        Index("ix_searches_status_heartbeat_at", "status", "heartbeat_at"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=_new_public_id)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="RESTRICT"), index=True)
+    space: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(200))
+    budget_ms: Mapped[float] = mapped_column(Float)
+    strategy: Mapped[str] = mapped_column(String(32))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT)
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    phase: Mapped[str] = mapped_column(String(32), default="queued", server_default="queued")
+    progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    trials_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    trials_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    over_budget_skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    worker_id: Mapped[str | None] = mapped_column(String(100))
+    claimed_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON_DOCUMENT)
+
+    device: Mapped[Device] = relationship()
+    candidates: Mapped[list["Candidate"]] = relationship(
+        back_populates="search", cascade="all, delete-orphan", passive_deletes=True
+    )
+    architectures: Mapped[list["Architecture"]] = relationship(
+        back_populates="search", cascade="all, delete-orphan", passive_deletes=True
+    )
+    events: Mapped[list["SearchEvent"]] = relationship(
+        back_populates="search", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_SEARCH_STATUSES
+
+    def __repr__(self) -> str:
+        return f"Search(id={self.id!r}, public_id={self.public_id!r}, status={self.status!r}, phase={self.phase!r})"
+
+
+class Candidate(Base):
+    """One architecture a search evaluated (or skipped as over budget): at most one row per hash."""
+
+    __tablename__ = "candidates"
+    __table_args__ = (
+        # Also the index for "all candidates of a search": search_id is its first column.
+        UniqueConstraint("search_id", "arch_hash"),
+        CheckConstraint(_one_of("phase", CANDIDATE_PHASES), name="phase_known"),
+        CheckConstraint(_one_of("status", CANDIDATE_STATUSES), name="status_known"),
+        CheckConstraint("predicted_ms >= 0", name="predicted_non_negative"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    arch_hash: Mapped[str] = mapped_column(String(64))
+    genome: Mapped[list[int] | None] = mapped_column(JSON_LIST)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT)
+    phase: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    predicted_ms: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    accuracies: Mapped[list[float]] = mapped_column(JSON_LIST, default=list, server_default="[]")
+    params: Mapped[int] = mapped_column(BigInteger)
+    madds: Mapped[int] = mapped_column(BigInteger)
+    trial_id: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    search: Mapped[Search] = relationship(back_populates="candidates")
+
+
+class Architecture(Base):
+    """An exported network a search produced (or a baseline): spec, artifacts and its numbers."""
+
+    __tablename__ = "architectures"
+    __table_args__ = (
+        CheckConstraint(_one_of("role", ARCHITECTURE_ROLES), name="role_known"),
+        CheckConstraint("predicted_ms >= 0", name="predicted_non_negative"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=_new_public_id)
+    search_id: Mapped[int | None] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    arch_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT)
+    predicted_ms: Mapped[float] = mapped_column(Float)
+    measured_ms: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    params: Mapped[int] = mapped_column(BigInteger)
+    madds: Mapped[int] = mapped_column(BigInteger)
+    artifact_dir: Mapped[str] = mapped_column(String(500))
+    # File names relative to artifact_dir: {"spec": ..., "onnx": ..., "weights": ...}.
+    files: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT, default=dict, server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    search: Mapped[Search | None] = relationship(back_populates="architectures")
+
+
+class SearchEvent(Base):
+    """One line of a search's log. Ids only grow, so `id` doubles as the SSE `Last-Event-ID`."""
+
+    __tablename__ = "search_events"
+    __table_args__ = (
+        CheckConstraint(_one_of("level", EVENT_LEVELS), name="level_known"),
+        # "Events of this search after id N, in order": the SSE resume query.
+        Index("ix_search_events_search_id_id", "search_id", "id"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    level: Mapped[str] = mapped_column(String(16), default="info", server_default="info")
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT, default=dict, server_default="{}")
+
+    search: Mapped[Search] = relationship(back_populates="events")

@@ -1,0 +1,283 @@
+"""The search worker: claims queued searches from the database and runs them.
+
+A worker claims a search atomically, heartbeats while it runs it, and records every candidate as
+its trial finishes. If it dies, its heartbeat goes stale and another worker re-claims the search;
+the runner rebuilds the strategy from the stored candidates, so no finished candidate is trained
+twice. A worker that finds it has lost its claim (another worker took over) stops between trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from latency_lut.kit_runner import TimingPolicy
+from latency_lut.predictor import MissingKeysError
+from latency_lut.profiler import measure_key
+from latency_lut.table import LutEntry
+from nas.latency import get_device, is_this_machine, load_predictor, profile_device, store_lut_entries
+from nas.search.request import SearchRequest
+from nas.search.runner import (
+    BudgetUnreachableError,
+    CandidateRecord,
+    SearchCancelled,
+    run_search,
+    search_space_for,
+)
+from nas.store import (
+    ArchitectureRepository,
+    CandidateData,
+    CandidateRepository,
+    EventRepository,
+    SearchRepository,
+    session_scope,
+)
+from search_spaces.arch_spec import ArchSpec
+from search_spaces.counting import count_spec
+
+log = logging.getLogger("hwnas.worker")
+ARTIFACT_DIR_ENV = "HWNAS_ARTIFACT_DIR"
+HEARTBEAT_S = 5.0
+STALE_AFTER_S = 60.0
+
+
+def artifact_root() -> Path:
+    return Path(os.environ.get(ARTIFACT_DIR_ENV) or Path.cwd() / ".hwnas" / "artifacts")
+
+
+def new_worker_id() -> str:
+    return f"{platform.node()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class DatabaseRecorder:
+    """The runner's `SearchRecorder`, writing to the store as things happen."""
+
+    sessions: sessionmaker[Session]
+    public_id: str
+    search_id: int
+    worker_id: str
+    lost_claim: threading.Event
+    _last_cancel_check: float = 0.0
+    _cancel: bool = False
+
+    def stored_candidates(self, phase: str) -> list[CandidateRecord]:
+        with session_scope(self.sessions) as session:
+            rows = CandidateRepository(session).list(self.search_id, phase=phase)
+        return [
+            CandidateRecord(
+                arch_hash=row.arch_hash,
+                spec=ArchSpec.model_validate(row.spec),
+                genome=list(row.genome) if row.genome is not None else None,
+                phase=row.phase,
+                status=row.status,
+                predicted_ms=row.predicted_ms,
+                accuracy=row.accuracy,
+                accuracies=list(row.accuracies),
+                train_seconds=row.train_seconds,
+                trial_id=row.trial_id,
+                error=row.error,
+            )
+            for row in rows
+        ]
+
+    def record_candidate(self, candidate: CandidateRecord) -> None:
+        counts = count_spec(candidate.spec)
+        data = CandidateData(
+            arch_hash=candidate.arch_hash,
+            spec=candidate.spec.model_dump(mode="json"),
+            phase=candidate.phase,  # type: ignore[arg-type]
+            status=candidate.status,  # type: ignore[arg-type]
+            predicted_ms=candidate.predicted_ms,
+            params=counts.params,
+            madds=counts.madds,
+            genome=tuple(candidate.genome) if candidate.genome is not None else None,
+            accuracy=candidate.accuracy,
+            accuracies=tuple(candidate.accuracies),
+            trial_id=candidate.trial_id,
+            train_seconds=candidate.train_seconds,
+            error=candidate.error,
+        )
+        with session_scope(self.sessions) as session:
+            CandidateRepository(session).add(self.search_id, data)
+
+    def event(self, kind: str, message: str, data: dict | None = None, level: str = "info") -> None:
+        log.info("search %s: %s", self.public_id, message)
+        with session_scope(self.sessions) as session:
+            EventRepository(session).add(self.search_id, kind[:32], message, level=level, data=_jsonable(data))
+
+    def progress(self, phase: str, fraction: float, trials_done: int, trials_total: int, skipped: int) -> None:
+        with session_scope(self.sessions) as session:
+            owned = SearchRepository(session).update_progress(
+                self.public_id,
+                self.worker_id,
+                phase=phase,
+                progress=min(max(fraction, 0.0), 1.0),
+                trials_done=trials_done,
+                trials_total=trials_total,
+                over_budget_skipped=skipped,
+            )
+        if not owned:
+            self.lost_claim.set()
+
+    def should_stop(self) -> bool:
+        if self.lost_claim.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check >= 0.5:
+            self._last_cancel_check = now
+            with session_scope(self.sessions) as session:
+                self._cancel = SearchRepository(session).cancel_requested(self.public_id)
+        return self._cancel
+
+
+def _jsonable(data: dict | None) -> dict | None:
+    if data is None:
+        return None
+    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in data.items()}
+
+
+def _heartbeat_loop(sessions: sessionmaker[Session], public_id: str, worker_id: str, stop: threading.Event,
+                    lost: threading.Event, interval_s: float) -> None:  # fmt: skip
+    while not stop.wait(interval_s):
+        try:
+            with session_scope(sessions) as session:
+                alive = SearchRepository(session).heartbeat(public_id, worker_id)
+        except Exception:  # noqa: BLE001 - a missed beat is retried; a lost claim is not
+            log.warning("heartbeat for %s failed; retrying", public_id, exc_info=True)
+            continue
+        if not alive:
+            lost.set()
+            return
+
+
+def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: str,
+                   heartbeat_s: float = HEARTBEAT_S) -> str:  # fmt: skip
+    """Run one claimed search to its end; returns the final status (or 'lost' if taken over)."""
+    with session_scope(sessions) as session:
+        row = SearchRepository(session).require(public_id)
+        search_id, request = row.id, SearchRequest.model_validate(row.request)
+        owner = row.owner
+    lost = threading.Event()
+    stop_beat = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat_loop, args=(sessions, public_id, worker_id, stop_beat, lost, heartbeat_s), daemon=True
+    )
+    beat.start()
+    recorder = DatabaseRecorder(sessions, public_id, search_id, worker_id, lost)
+    status, result, error = "failed", None, None
+    try:
+        if recorder.should_stop():
+            raise SearchCancelled("cancel requested before the worker started")
+        device = get_device(sessions, request.device)
+        local = is_this_machine(device)
+        predictor = _predictor_covering(sessions, request, local, recorder)
+
+        def latency_for_missing(key: str) -> float:
+            measurement = measure_key(key, device.threads, TimingPolicy())
+            store_lut_entries(
+                sessions,
+                request.device,
+                {key: LutEntry(measurement.median_ms, measurement.iqr_ms, measurement.runs,
+                               measurement.runtime_version, "profiler")},
+            )  # fmt: skip
+            return measurement.median_ms
+
+        outcome = run_search(
+            request,
+            predictor,
+            recorder,
+            artifact_root() / public_id,
+            measure_locally=local,
+            threads=device.threads,
+            latency_for_missing=latency_for_missing if local else None,
+        )
+        with session_scope(sessions) as session:
+            architectures = ArchitectureRepository(session)
+            ids = {}
+            for record in (outcome.winner, outcome.baseline):
+                if record is None:
+                    continue
+                counts = count_spec(record.spec)
+                row = architectures.add(
+                    arch_hash=record.spec.content_hash(),
+                    role=record.role,
+                    spec=record.spec.model_dump(mode="json"),
+                    predicted_ms=record.predicted_ms,
+                    params=counts.params,
+                    madds=counts.madds,
+                    artifact_dir=str(record.artifact_dir),
+                    files=record.files,
+                    search_id=search_id,
+                    owner=owner,
+                    measured_ms=record.measured_ms,
+                    accuracy=record.accuracy,
+                )
+                ids[record.role] = row.public_id
+        result = {**outcome.summary, "architectures": ids}
+        status = "succeeded"
+    except SearchCancelled:
+        if lost.is_set():
+            stop_beat.set()
+            return "lost"
+        status = "cancelled"
+    except (BudgetUnreachableError, MissingKeysError, ValueError) as problem:
+        error = str(problem)
+    except Exception as problem:  # noqa: BLE001 - recorded on the search, never lost silently
+        error = f"{type(problem).__name__}: {problem}"
+        log.error("search %s failed:\n%s", public_id, traceback.format_exc())
+    finally:
+        stop_beat.set()
+    if error:
+        recorder.event("error", error, level="error")
+    with session_scope(sessions) as session:
+        SearchRepository(session).finish(public_id, worker_id, status, result=result, error=error)
+    return status
+
+
+def _predictor_covering(sessions: sessionmaker[Session], request: SearchRequest, local: bool,
+                        recorder: DatabaseRecorder):  # noqa: ANN202 # fmt: skip
+    """The device's predictor; on this machine, keys the space lacks are profiled first."""
+    from nas.datasets import load_dataset
+
+    num_classes = load_dataset(request.dataset).num_classes
+    space = search_space_for(request, num_classes)
+    predictor = load_predictor(sessions, request.device)
+    missing = predictor.table.missing_keys(space.block_keys())
+    if missing and local:
+        recorder.event("profile", f"profiling {len(missing)} block keys the device's table lacks")
+        profile_device(sessions, request.device, missing, TimingPolicy())
+        predictor = load_predictor(sessions, request.device)
+    return predictor
+
+
+def run_worker(sessions: sessionmaker[Session], worker_id: str | None = None, *, once: bool = False,
+               poll_s: float = 1.0, stale_after_s: float = STALE_AFTER_S, heartbeat_s: float = HEARTBEAT_S,
+               stop: threading.Event | None = None) -> int:  # fmt: skip
+    """Claim and run searches until `stop` is set (or, with `once`, until the queue is empty)."""
+    worker_id = worker_id or new_worker_id()
+    stop = stop or threading.Event()
+    ran = 0
+    while not stop.is_set():
+        with session_scope(sessions) as session:
+            claimed = SearchRepository(session).claim_next(worker_id, stale_after_s)
+            public_id = claimed.public_id if claimed is not None else None
+        if public_id is None:
+            if once:
+                break
+            stop.wait(poll_s)
+            continue
+        log.info("worker %s claimed search %s", worker_id, public_id)
+        execute_search(sessions, public_id, worker_id, heartbeat_s)
+        ran += 1
+    return ran
