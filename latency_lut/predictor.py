@@ -21,6 +21,9 @@ from latency_lut.table import LatencyTable
 from search_spaces.arch_spec import ArchSpec
 from search_spaces.space import GENES_PER_SLOT, SearchSpace
 
+MIN_FRACTION_OF_SUM = 0.1
+SCALE_RANGE = (0.5, 2.0)
+
 
 class MissingKeysError(LookupError):
     """The lookup table lacks keys needed to price a network or a space."""
@@ -44,7 +47,10 @@ class Calibration:
     method: str = "identity"
 
     def apply(self, raw_sum_ms: np.ndarray | float, n_layers: np.ndarray | int) -> np.ndarray | float:
-        return self.scale * raw_sum_ms + self.per_layer_ms * n_layers + self.offset_ms
+        """Calibrated latency; never below a tenth of the raw sum, so extrapolating far outside the
+        calibration networks cannot produce a nonsensical (zero or negative) latency."""
+        calibrated = self.scale * raw_sum_ms + self.per_layer_ms * n_layers + self.offset_ms
+        return np.maximum(calibrated, MIN_FRACTION_OF_SUM * np.asarray(raw_sum_ms))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +63,8 @@ class Calibration:
 def fit_calibration(raw_sums_ms: Sequence[float], n_layers: Sequence[int], measured_ms: Sequence[float]) -> Calibration:
     """Least-squares fit of measured ~ scale * sum + per_layer * layers + offset.
 
-    With fewer than 4 measurements only the scale is fitted (through the origin); with none, identity.
+    With 6 or more measurements all three terms are fitted, with 3-5 scale and offset, with fewer only
+    the scale (through the origin); with none, identity.
     """
     sums = np.asarray(raw_sums_ms, dtype=np.float64)
     layers = np.asarray(n_layers, dtype=np.float64)
@@ -68,19 +75,31 @@ def fit_calibration(raw_sums_ms: Sequence[float], n_layers: Sequence[int], measu
         return Calibration()
     if not (np.all(np.isfinite(measured)) and np.all(measured > 0)):
         raise ValueError("end-to-end measurements must be finite and positive")
-    if len(sums) < 4:
-        scale = float(np.dot(sums, measured) / np.dot(sums, sums))
-        return Calibration(scale=scale, n_measurements=len(sums), method="scale")
-    # Relative least squares: every network counts the same whatever its latency.
-    design = np.column_stack([sums, layers, np.ones_like(sums)]) / measured[:, None]
-    coef, *_ = np.linalg.lstsq(design, np.ones_like(sums), rcond=None)
-    return Calibration(
-        scale=float(coef[0]),
-        per_layer_ms=float(coef[1]),
-        offset_ms=float(coef[2]),
-        n_measurements=len(sums),
-        method="linear-sum-layers",
+    scale_only = Calibration(
+        scale=float(np.dot(sums, measured) / np.dot(sums, sums)), n_measurements=len(sums), method="scale"
     )
+    # Richest model first; a fit is kept only if it is physically sane on its own data (scale within
+    # SCALE_RANGE, every calibration network predicted positive). Few or similar networks make the
+    # three-term fit ill-conditioned, and then the simpler model is the honest one.
+    candidates = []
+    if len(sums) >= 6:
+        candidates.append(("linear-sum-layers", np.column_stack([sums, layers, np.ones_like(sums)])))
+    if len(sums) >= 3:
+        candidates.append(("linear-sum", np.column_stack([sums, np.ones_like(sums)])))
+    for method, features in candidates:
+        # Relative least squares: every network counts the same whatever its latency.
+        coef, *_ = np.linalg.lstsq(features / measured[:, None], np.ones_like(sums), rcond=None)
+        if not SCALE_RANGE[0] <= coef[0] <= SCALE_RANGE[1] or np.any(features @ coef <= 0):
+            continue
+        per_layer = float(coef[1]) if method == "linear-sum-layers" else 0.0
+        return Calibration(
+            scale=float(coef[0]),
+            per_layer_ms=per_layer,
+            offset_ms=float(coef[-1]),
+            n_measurements=len(sums),
+            method=method,
+        )
+    return scale_only
 
 
 class LatencyPredictor:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from search_spaces.arch_spec import ArchSpec, BlockSpec, HeadSpec, StemSpec, make_divisible
 
 WIDTH_RANGE = (0.35, 1.4)
-RESOLUTION_RANGE = (32, 320)
+RESOLUTION_RANGE = (16, 512)
 
 
 @dataclass(frozen=True)

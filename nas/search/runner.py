@@ -464,12 +464,25 @@ def _finish_architecture(
 def baseline_spec(
     request: SearchRequest, num_classes: int, latency_of: Callable[[ArchSpec], float], widths: Sequence[float]
 ) -> ArchSpec | None:
-    """MobileNetV3-Small at the widest multiplier (of `widths`) whose latency fits the budget."""
-    for width in sorted(widths, reverse=True):
-        spec = reference_spec("mobilenet_v3_small", width=width, resolution=request.resolution, num_classes=num_classes)
+    """MobileNetV3-Small at the widest multiplier (of `widths`) whose latency fits the budget.
+
+    Latency grows with width, so a bisection prices only a handful of widths (each new width's keys
+    may need profiling).
+    """
+    ordered = sorted(widths)
+
+    def spec_at(width: float) -> ArchSpec:
+        return reference_spec("mobilenet_v3_small", width=width, resolution=request.resolution, num_classes=num_classes)
+
+    low, high, best = 0, len(ordered) - 1, None
+    while low <= high:
+        middle = (low + high) // 2
+        spec = spec_at(ordered[middle])
         if latency_of(spec) <= request.budget_ms:
-            return spec
-    return None
+            best, low = spec, middle + 1
+        else:
+            high = middle - 1
+    return best
 
 
 BASELINE_WIDTHS = tuple(round(w, 2) for w in np.arange(WIDTH_RANGE[0], WIDTH_RANGE[1] + 1e-9, 0.05))
@@ -487,7 +500,7 @@ def _baseline(
 ) -> ArchitectureRecord | None:
     try:
         spec = baseline_spec(request, split.num_classes, latency_of, BASELINE_WIDTHS)
-    except MissingKeysError as error:
+    except (MissingKeysError, ValueError) as error:
         recorder.event("baseline", f"no baseline: {error}", level="warning")
         return None
     if spec is None:

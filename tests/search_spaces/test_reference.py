@@ -116,7 +116,7 @@ def test_options_reach_the_spec() -> None:
 
 
 def test_range_limits_are_inclusive() -> None:
-    assert WIDTH_RANGE == (0.35, 1.4) and RESOLUTION_RANGE == (32, 320)
+    assert WIDTH_RANGE == (0.35, 1.4) and RESOLUTION_RANGE == (16, 512)
     for name in reference_names():
         for width in WIDTH_RANGE:
             for resolution in RESOLUTION_RANGE:
@@ -129,9 +129,9 @@ def test_width_out_of_range_raises(width: float) -> None:
         reference_spec("mobilenet_v2", width)
 
 
-@pytest.mark.parametrize("resolution", [0, 16, 31, 321, 1024])
+@pytest.mark.parametrize("resolution", [0, 8, 15, 513, 1024])
 def test_resolution_out_of_range_raises(resolution: int) -> None:
-    with pytest.raises(ValueError, match="resolution must be within 32-320"):
+    with pytest.raises(ValueError, match="resolution must be within 16-512"):
         reference_spec("mobilenet_v3_large", 1.0, resolution)
 
 

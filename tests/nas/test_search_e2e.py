@@ -1,0 +1,198 @@
+"""A whole search through the worker, for real: Ray Tune trials, NetAdapt, final training, export,
+baseline, on SQLite and PostgreSQL. A tiny registered space keeps it to seconds of training."""
+
+import json
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from latency_lut.predictor import MissingKeysError
+from latency_lut.table import LutEntry
+from nas.latency import add_device, store_lut_entries
+from nas.search.request import SearchRequest
+from nas.search.runner import BudgetUnreachableError
+from nas.store import (
+    ArchitectureRepository,
+    CandidateRepository,
+    EventRepository,
+    SearchRepository,
+    session_scope,
+)
+from nas.store.errors import DeviceNotFoundError
+from nas.submission import submit_search
+from nas.worker import DatabaseRecorder, run_worker
+from search_spaces import space as space_module
+from search_spaces.arch_spec import ArchSpec
+from search_spaces.builder import build_model
+from search_spaces.space import SearchSpace, StageChoices
+
+DATASET = "synthetic:classes=3,per_class=24,resolution=16"
+TEST_SPACE = SearchSpace(
+    name="test_tiny",
+    description="tiny space for end-to-end tests",
+    stem_channels=8,
+    stages=(StageChoices(16, 2, (1, 2)), StageChoices(24, 2, (1, 2))),
+    head_hidden_channels=32,
+    kernels=(3, 5),
+    expansions=(3, 6),
+    se_options=(False, True),
+    activations=("relu",),
+    widths=(1.0,),
+    resolutions=(16,),
+    num_classes=3,
+)
+
+
+@pytest.fixture(autouse=True)
+def registered_space(monkeypatch: pytest.MonkeyPatch, tmp_path) -> SearchSpace:
+    monkeypatch.setitem(space_module.SPACES, TEST_SPACE.name, TEST_SPACE)
+    monkeypatch.setenv("HWNAS_ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    torch.set_num_threads(1)
+    return TEST_SPACE
+
+
+@pytest.fixture(scope="module")
+def tiny16_lut() -> dict[str, LutEntry]:
+    """Real measurements of the test space's keys at 16 px (once per module)."""
+    from latency_lut.kit_runner import TimingPolicy
+    from latency_lut.profiler import profile_keys
+
+    fast = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=8, batch_runs=3, max_seconds=0.1)
+    measured = profile_keys(TEST_SPACE.block_keys(), threads=1, policy=fast)
+    return {k: LutEntry(m.median_ms, m.iqr_ms, m.runs, m.runtime_version) for k, m in measured.items()}
+
+
+@pytest.fixture
+def local_device(session_factory, tiny16_lut) -> str:
+    add_device(session_factory, "local", threads=1)
+    store_lut_entries(session_factory, "local", tiny16_lut)
+    return "local"
+
+
+def _request(**changes) -> SearchRequest:
+    fields = {
+        "device": "local",
+        "space": TEST_SPACE.name,
+        "dataset": DATASET,
+        "budget_ms": 50.0,
+        "effort": "smoke",
+        "resolution": 16,
+        "seed": 3,
+    }
+    return SearchRequest(**{**fields, **changes})
+
+
+def test_bad_requests_are_refused_and_store_nothing(session_factory, local_device, tiny16_lut) -> None:
+    with pytest.raises(DeviceNotFoundError):
+        submit_search(session_factory, _request(device="nope"))
+    with pytest.raises(BudgetUnreachableError, match="smallest latency") as error:
+        submit_search(session_factory, _request(budget_ms=1e-6))
+    assert error.value.fastest_ms > 0
+    add_device(session_factory, "phone", threads=1, local=False)
+    store_lut_entries(session_factory, "phone", dict(list(tiny16_lut.items())[:5]))
+    with pytest.raises(MissingKeysError, match="lacks"):
+        submit_search(session_factory, _request(device="phone"))
+    with pytest.raises(ValueError, match="budget_ms"):
+        _request(budget_ms=float("inf"))
+    with session_scope(session_factory) as session:
+        assert SearchRepository(session).count() == 0
+
+
+def _budget(session_factory, factor: float) -> float:
+    """A budget `factor` times the fastest network the test space reaches on the local LUT."""
+    from nas.latency import load_predictor
+
+    return factor * load_predictor(session_factory, "local").pricer(TEST_SPACE).fastest()[0]
+
+
+def test_search_runs_end_to_end(session_factory, local_device) -> None:
+    budget = _budget(session_factory, 1.3)
+    public_id = submit_search(session_factory, _request(budget_ms=budget))
+    assert run_worker(session_factory, "worker-a", once=True) == 1
+    with session_scope(session_factory) as session:
+        search = SearchRepository(session).require(public_id)
+        assert search.status == "succeeded", search.error
+        assert search.progress == 1.0 and search.phase == "done"
+        search_candidates = CandidateRepository(session).list(search.id, phase="search")
+        all_hashes = [c.arch_hash for c in CandidateRepository(session).list(search.id)]
+        architectures = {a.role: a for a in ArchitectureRepository(session).for_search(search.id)}
+        events = [e.kind for e in EventRepository(session).after(search.id, 0, 500)]
+        result = dict(search.result)
+    assert len(search_candidates) == _request().preset.trials
+    assert len(all_hashes) == len(set(all_hashes))
+    assert all(c.predicted_ms <= budget * 1.25 * 1.5 for c in search_candidates)  # calibration may move prices
+    assert {"start", "trial", "search_done", "winner", "done"} <= set(events)
+
+    winner = architectures["winner"]
+    assert winner.measured_ms is not None and winner.measured_ms > 0
+    assert result["winner"]["arch_hash"] == winner.arch_hash
+    directory = winner.artifact_dir
+    spec = ArchSpec.from_json(open(f"{directory}/spec.json").read())
+    checkpoint = torch.load(f"{directory}/weights.pt", weights_only=False)
+    assert ArchSpec.model_validate(checkpoint["spec"]) == spec
+    model = build_model(spec)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    session = ort.InferenceSession(f"{directory}/model.onnx", providers=["CPUExecutionProvider"])
+    onnx_out = np.concatenate([session.run(None, {"input": x[i : i + 1]})[0] for i in range(2)])
+    with torch.no_grad():
+        torch_out = model(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(onnx_out, torch_out, atol=1e-4)
+
+
+def test_resume_never_retrains_a_finished_candidate(session_factory, local_device) -> None:
+    request = _request(netadapt=False, baseline=False, strategy="random")
+    public_id = submit_search(session_factory, request)
+    # A first worker claims the search, finishes two trials, and dies (its heartbeat goes stale).
+    with session_scope(session_factory) as session:
+        assert SearchRepository(session).claim_next("dead-worker", stale_after_s=60) is not None
+        search_id = SearchRepository(session).require(public_id).id
+    from nas.search.runner import CandidateRecord, search_space_for
+    from nas.strategies import make_strategy
+
+    space = search_space_for(request, 3)
+    strategy = make_strategy("random", space=space, budget_ms=request.budget_ms,
+                             price=lambda g: np.zeros(len(g)), seed=request.seed,
+                             max_over_budget_ratio=request.max_over_budget_ratio)  # fmt: skip
+    import threading
+
+    recorder = DatabaseRecorder(session_factory, public_id, search_id, "dead-worker", threading.Event())
+    finished = []
+    for _ in range(2):
+        genome = strategy.ask()
+        spec = space.decode(genome)
+        finished.append(spec.content_hash())
+        recorder.record_candidate(
+            CandidateRecord(spec.content_hash(), spec, [int(g) for g in genome], "search", "completed",
+                            0.01, 0.999, [0.999], 1.0, trial_id="before-crash")  # fmt: skip
+        )
+    # A second worker re-claims the stale search and completes it.
+    time.sleep(0.05)
+    run_worker(session_factory, "worker-b", once=True, stale_after_s=0.01)
+    with session_scope(session_factory) as session:
+        search = SearchRepository(session).require(public_id)
+        assert search.status == "succeeded", search.error
+        assert search.attempts == 2
+        candidates = CandidateRepository(session).list(search.id, phase="search")
+        kinds = [e.kind for e in EventRepository(session).after(search.id, 0, 500)]
+    assert "resume" in kinds
+    assert len(candidates) == request.preset.trials
+    hashes = [c.arch_hash for c in candidates]
+    assert len(hashes) == len(set(hashes))
+    survivors = [c for c in candidates if c.arch_hash in finished]
+    assert [c.trial_id for c in survivors] == ["before-crash", "before-crash"]
+    assert all(c.accuracy == 0.999 for c in survivors)
+
+
+def test_cancel_of_a_queued_search(session_factory, local_device) -> None:
+    public_id = submit_search(session_factory, _request())
+    with session_scope(session_factory) as session:
+        assert SearchRepository(session).request_cancel(public_id) == "cancelled"
+    assert run_worker(session_factory, "worker-c", once=True) == 0
+    with session_scope(session_factory) as session:
+        assert SearchRepository(session).require(public_id).status == "cancelled"
+    assert json.dumps(_request().model_dump(mode="json"))
