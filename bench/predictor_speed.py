@@ -56,7 +56,7 @@ def main() -> None:
     ensure_local_device(sessions, DEVICE, threads=1)
     space = get_space("mobilenet_v3_large").with_options(resolutions=[224])
     profile_device(sessions, DEVICE, space.block_keys(), TimingPolicy())
-    predictor = load_predictor(sessions, DEVICE)
+    predictor = load_predictor(sessions, DEVICE, space)
     pricer = predictor.pricer(space)
     genomes = space.sample_population(args.population, np.random.default_rng(0))
 

@@ -139,14 +139,24 @@ def load_table(sessions: sessionmaker[Session], name: str) -> LatencyTable:
     return LatencyTable(device, entries)
 
 
-def load_predictor(sessions: sessionmaker[Session], name: str) -> LatencyPredictor:
-    """The device's table with its stored calibration (identity if never calibrated)."""
+def calibration_scope(space: SearchSpace) -> str:
+    """Calibrations hold for the networks they were fitted on: one per space and resolution set."""
+    return f"{space.name}@{'/'.join(str(r) for r in space.resolutions)}"
+
+
+def _stored_calibrations(session: Session, device_id: int) -> dict[str, dict]:
+    stored = CalibrationRepository(session).get(device_id)
+    return dict(stored.coefficients.get("scopes", {})) if stored else {}
+
+
+def load_predictor(sessions: sessionmaker[Session], name: str, space: SearchSpace | None = None) -> LatencyPredictor:
+    """The device's table with the calibration stored for `space` (identity if none was fitted)."""
     table = load_table(sessions, name)
     with session_scope(sessions) as session:
         row = DeviceRepository(session).require(name)
-        stored = CalibrationRepository(session).get(row.id)
-    calibration = Calibration.from_dict(stored.coefficients) if stored else Calibration()
-    return LatencyPredictor(table, calibration)
+        scopes = _stored_calibrations(session, row.id)
+    found = scopes.get(calibration_scope(space)) if space is not None else None
+    return LatencyPredictor(table, Calibration.from_dict(found) if found else Calibration())
 
 
 def store_lut_entries(sessions: sessionmaker[Session], name: str, entries: dict[str, LutEntry]) -> int:
@@ -271,16 +281,17 @@ def check_device(
     measured = measure_networks(sessions, name, specs, policy, progress)
     pairs = list(zip(specs, measured, strict=True))
     report = accuracy_report(predictor, pairs[:n_calibration], pairs[n_calibration:])
-    save_calibration(sessions, name, report.calibration)
+    save_calibration(sessions, name, space, report.calibration)
     return report
 
 
-def save_calibration(sessions: sessionmaker[Session], name: str, calibration: Calibration) -> None:
+def save_calibration(sessions: sessionmaker[Session], name: str, space: SearchSpace, calibration: Calibration) -> None:
+    """Store `calibration` for the space's scope beside the device's other scopes."""
     with session_scope(sessions) as session:
         row = DeviceRepository(session).require(name)
-        CalibrationRepository(session).save(
-            row.id, calibration.method, calibration.to_dict(), calibration.n_measurements
-        )
+        scopes = _stored_calibrations(session, row.id)
+        scopes[calibration_scope(space)] = calibration.to_dict()
+        CalibrationRepository(session).save(row.id, calibration.method, {"scopes": scopes}, calibration.n_measurements)
 
 
 def create_kit(

@@ -22,7 +22,7 @@ def submit_search(sessions: sessionmaker[Session], request: SearchRequest, owner
     device = get_device(sessions, request.device)
     dataset = load_dataset(request.dataset)
     space = search_space_for(request, dataset.num_classes)
-    predictor = load_predictor(sessions, request.device)
+    predictor = load_predictor(sessions, request.device, space)
     missing = predictor.table.missing_keys(space.block_keys())
     if missing and not is_this_machine(device):
         raise MissingKeysError(request.device, missing)

@@ -259,12 +259,12 @@ def _predictor_covering(sessions: sessionmaker[Session], request: SearchRequest,
 
     num_classes = load_dataset(request.dataset).num_classes
     space = search_space_for(request, num_classes)
-    predictor = load_predictor(sessions, request.device)
+    predictor = load_predictor(sessions, request.device, space)
     missing = predictor.table.missing_keys(space.block_keys())
     if missing and local:
         recorder.event("profile", f"profiling {len(missing)} block keys the device's table lacks")
         profile_device(sessions, request.device, missing, TimingPolicy())
-        predictor = load_predictor(sessions, request.device)
+        predictor = load_predictor(sessions, request.device, space)
     if local and predictor.calibration.n_measurements == 0:
         # Never calibrated: measure a few networks of this space end to end first, so predictions
         # (and the budget check) include what isolated layer timings miss.
@@ -276,7 +276,7 @@ def _predictor_covering(sessions: sessionmaker[Session], request: SearchRequest,
             f"calibrated: {calibrated.within_10pct:.0%} of 4 held-out networks within 10% "
             f"(raw LUT sum {report.score('lut_sum').within_10pct:.0%})",
         )
-        predictor = load_predictor(sessions, request.device)
+        predictor = load_predictor(sessions, request.device, space)
     return predictor
 
 

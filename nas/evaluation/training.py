@@ -162,9 +162,9 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     forward passes. Batches of `batch_size` match what training normalised with.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    full = max(1, len(images) // batch_size) * batch_size
     if not norms or len(images) < 2:
         return
+    full = max(1, len(images) // batch_size) * batch_size  # one short batch only when there is no full one
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.reset_running_stats()
@@ -243,7 +243,7 @@ def _run_epochs(
         train_loss = loss_sum / seen
         accuracies.append(accuracy)
         losses.append(train_loss)
-        if on_epoch is not None and on_epoch(epoch, accuracy, train_loss) is True and epoch < recipe.epochs:
+        if on_epoch is not None and on_epoch(epoch, accuracy, train_loss) and epoch < recipe.epochs:
             stopped_early = True
             break
 

@@ -32,6 +32,7 @@ from nas.latency import (
     THIS_MACHINE_FACT,
     NotThisMachineError,
     add_device,
+    calibration_scope,
     check_device,
     create_kit,
     get_device,
@@ -325,9 +326,11 @@ def test_check_reports_three_predictors_and_stores_what_it_measured(
     with session_scope(session_factory) as session:
         saved = CalibrationRepository(session).get(DeviceRepository(session).require("cpu-1t").id)
     assert saved is not None
-    assert (saved.method, saved.n_measurements) == ("linear-sum-layers", 4)
-    assert saved.coefficients == report.calibration.to_dict()
-    assert load_predictor(session_factory, "cpu-1t").calibration == report.calibration
+    assert (saved.method, saved.n_measurements) == (report.calibration.method, 4)
+    assert saved.coefficients["scopes"][calibration_scope(tiny_lut_space)] == report.calibration.to_dict()
+    assert load_predictor(session_factory, "cpu-1t", tiny_lut_space).calibration == report.calibration
+    # a calibration holds for the networks it was fitted on: another space gets none
+    assert load_predictor(session_factory, "cpu-1t").calibration.n_measurements == 0
 
 
 def test_check_again_reuses_the_stored_measurements(

@@ -105,7 +105,7 @@ def _budget(session_factory, factor: float) -> float:
     """A budget `factor` times the fastest network the test space reaches on the local LUT."""
     from nas.latency import load_predictor
 
-    return factor * load_predictor(session_factory, "local").pricer(TEST_SPACE).fastest()[0]
+    return factor * load_predictor(session_factory, "local", TEST_SPACE).pricer(TEST_SPACE).fastest()[0]
 
 
 def test_search_runs_end_to_end(session_factory, local_device) -> None:
@@ -167,8 +167,18 @@ def test_resume_never_retrains_a_finished_candidate(session_factory, local_devic
         spec = space.decode(genome)
         finished.append(spec.content_hash())
         recorder.record_candidate(
-            CandidateRecord(spec.content_hash(), spec, [int(g) for g in genome], "search", "completed",
-                            0.01, 0.999, [0.999], 1.0, trial_id="before-crash")  # fmt: skip
+            CandidateRecord(
+                spec.content_hash(),
+                spec,
+                [int(g) for g in genome],
+                "search",
+                "completed",
+                0.01,
+                0.999,
+                [0.999],
+                1.0,
+                trial_id="before-crash",
+            )  # fmt: skip
         )
     # A second worker re-claims the stale search and completes it.
     time.sleep(0.05)
