@@ -291,14 +291,20 @@ def run_search(
 
     # Phase 3: final training, export, checks; then the baseline with the same recipe.
     recorder.progress("final", 0.85, trials_done, preset.trials, strategy.rejected_over_budget)
-    final_recipe = training_recipe(request, preset.final_epochs)
-    winner = _finish_architecture(
-        "winner", winner_spec, split, final_recipe, latency_of, artifact_dir, measure_locally, threads, recorder
+    finisher = _Finisher(
+        split,
+        training_recipe(request, preset.final_epochs),
+        latency_of,
+        artifact_dir,
+        measure_locally,
+        threads,
+        recorder,
     )
+    winner = finisher.finish("winner", winner_spec)
     baseline = None
     if request.baseline:
         recorder.progress("final", 0.93, trials_done, preset.trials, strategy.rejected_over_budget)
-        baseline = _baseline(request, split, final_recipe, latency_of, artifact_dir, measure_locally, threads, recorder)
+        baseline = finisher.baseline(request)
     outcome = SearchOutcome(
         winner=winner,
         baseline=baseline,
@@ -402,63 +408,79 @@ def _run_netadapt(
     return result.spec
 
 
-def _finish_architecture(
-    role: str,
-    spec: ArchSpec,
-    split: DatasetSplit,
-    recipe: TrainingRecipe,
-    latency_of: Callable[[ArchSpec], float],
-    artifact_root: Path,
-    measure_locally: bool,
-    threads: int,
-    recorder: SearchRecorder,
-) -> ArchitectureRecord:
-    """Train from scratch with the final recipe, export spec/ONNX/weights, check ONNX = PyTorch."""
-    result = train_and_evaluate(spec, split, recipe)
-    model = result.model.eval()
-    directory = artifact_root / f"{role}-{spec.content_hash()}"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "spec.json").write_text(spec.to_json())
-    onnx_bytes = export_spec(spec, model)
-    (directory / "model.onnx").write_bytes(onnx_bytes)
-    torch.save({"spec": json.loads(spec.to_json()), "state_dict": model.state_dict()}, directory / "weights.pt")
-    parity = check_parity(model, onnx_bytes, (1, spec.in_channels, spec.resolution, spec.resolution))
-    if not parity.ok:
-        raise RuntimeError(f"ONNX export of the {role} differs from PyTorch by {parity.max_abs_diff:.2e}")
-    predicted = latency_of(spec)
-    measured = measure_network(spec, threads, TimingPolicy()).median_ms if measure_locally else None
-    record = ArchitectureRecord(
-        role=role,
-        spec=spec,
-        predicted_ms=predicted,
-        measured_ms=measured,
-        accuracy=result.final_accuracy,
-        accuracies=result.epoch_accuracies,
-        artifact_dir=directory,
-        files={"spec": "spec.json", "onnx": "model.onnx", "weights": "weights.pt"},
-        parity_max_abs_diff=parity.max_abs_diff,
-    )
-    measured_text = "" if measured is None else f", measured {measured:.3f} ms"
-    recorder.event(
-        role,
-        f"{role}: acc {record.accuracy:.3f}, predicted {predicted:.3f} ms{measured_text}, "
-        f"{count_spec(spec).params:,} params",
-        {"accuracy": record.accuracy, "predicted_ms": predicted, "measured_ms": measured},
-    )
-    recorder.record_candidate(
-        CandidateRecord(
-            arch_hash=spec.content_hash(),
+@dataclass(frozen=True)
+class _Finisher:
+    """Trains a chosen network with the final recipe, exports and checks it; the same for the winner
+    and for the baseline, so the two are comparable."""
+
+    split: DatasetSplit
+    recipe: TrainingRecipe
+    latency_of: Callable[[ArchSpec], float]
+    artifact_root: Path
+    measure_locally: bool
+    threads: int
+    recorder: SearchRecorder
+
+    def finish(self, role: str, spec: ArchSpec) -> ArchitectureRecord:
+        """Train from scratch, export spec/ONNX/weights, check ONNX = PyTorch, measure if local."""
+        recorder = self.recorder
+        result = train_and_evaluate(spec, self.split, self.recipe)
+        model = result.model.eval()
+        directory = self.artifact_root / f"{role}-{spec.content_hash()}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "spec.json").write_text(spec.to_json())
+        onnx_bytes = export_spec(spec, model)
+        (directory / "model.onnx").write_bytes(onnx_bytes)
+        torch.save({"spec": json.loads(spec.to_json()), "state_dict": model.state_dict()}, directory / "weights.pt")
+        parity = check_parity(model, onnx_bytes, (1, spec.in_channels, spec.resolution, spec.resolution))
+        if not parity.ok:
+            raise RuntimeError(f"ONNX export of the {role} differs from PyTorch by {parity.max_abs_diff:.2e}")
+        predicted = self.latency_of(spec)
+        measured = measure_network(spec, self.threads, TimingPolicy()).median_ms if self.measure_locally else None
+        record = ArchitectureRecord(
+            role=role,
             spec=spec,
-            genome=None,
-            phase="final" if role == "winner" else "baseline",
-            status="completed",
             predicted_ms=predicted,
-            accuracy=record.accuracy,
-            accuracies=record.accuracies,
-            train_seconds=result.train_seconds,
+            measured_ms=measured,
+            accuracy=result.final_accuracy,
+            accuracies=result.epoch_accuracies,
+            artifact_dir=directory,
+            files={"spec": "spec.json", "onnx": "model.onnx", "weights": "weights.pt"},
+            parity_max_abs_diff=parity.max_abs_diff,
         )
-    )
-    return record
+        measured_text = "" if measured is None else f", measured {measured:.3f} ms"
+        recorder.event(
+            role,
+            f"{role}: acc {record.accuracy:.3f}, predicted {predicted:.3f} ms{measured_text}, "
+            f"{count_spec(spec).params:,} params",
+            {"accuracy": record.accuracy, "predicted_ms": predicted, "measured_ms": measured},
+        )
+        recorder.record_candidate(
+            CandidateRecord(
+                arch_hash=spec.content_hash(),
+                spec=spec,
+                genome=None,
+                phase="final" if role == "winner" else "baseline",
+                status="completed",
+                predicted_ms=predicted,
+                accuracy=record.accuracy,
+                accuracies=record.accuracies,
+                train_seconds=result.train_seconds,
+            )
+        )
+        return record
+
+    def baseline(self, request: SearchRequest) -> ArchitectureRecord | None:
+        """MobileNetV3-Small at the widest multiplier that fits the budget, trained the same way."""
+        try:
+            spec = baseline_spec(request, self.split.num_classes, self.latency_of, BASELINE_WIDTHS)
+        except (MissingKeysError, ValueError) as error:
+            self.recorder.event("baseline", f"no baseline: {error}", level="warning")
+            return None
+        if spec is None:
+            self.recorder.event("baseline", "no MobileNetV3-Small width (0.35-1.4) fits the budget", level="warning")
+            return None
+        return self.finish("baseline", spec)
 
 
 def baseline_spec(
@@ -486,29 +508,6 @@ def baseline_spec(
 
 
 BASELINE_WIDTHS = tuple(round(w, 2) for w in np.arange(WIDTH_RANGE[0], WIDTH_RANGE[1] + 1e-9, 0.05))
-
-
-def _baseline(
-    request: SearchRequest,
-    split: DatasetSplit,
-    recipe: TrainingRecipe,
-    latency_of: Callable[[ArchSpec], float],
-    artifact_root: Path,
-    measure_locally: bool,
-    threads: int,
-    recorder: SearchRecorder,
-) -> ArchitectureRecord | None:
-    try:
-        spec = baseline_spec(request, split.num_classes, latency_of, BASELINE_WIDTHS)
-    except (MissingKeysError, ValueError) as error:
-        recorder.event("baseline", f"no baseline: {error}", level="warning")
-        return None
-    if spec is None:
-        recorder.event("baseline", "no MobileNetV3-Small width (0.35-1.4) fits the budget", level="warning")
-        return None
-    return _finish_architecture(
-        "baseline", spec, split, recipe, latency_of, artifact_root, measure_locally, threads, recorder
-    )
 
 
 def summarize(outcome: SearchOutcome, request: SearchRequest, seconds: float) -> dict[str, Any]:
