@@ -24,6 +24,8 @@ import numpy as np
 import onnxruntime as ort
 
 INPUT_NAME = "input"
+# First runs of a fresh session are slower (allocations, caches); warm up for this long at least.
+WARMUP_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,11 @@ def time_session(
 ) -> Measurement:
     """Warm up, then time single runs until IQR/median <= target (after min_runs) or a cap is hit."""
     feed = {INPUT_NAME: np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
-    for _ in range(policy.warmup_runs):
+    warm_until = time.perf_counter() + WARMUP_SECONDS
+    runs = 0
+    while runs < policy.warmup_runs or time.perf_counter() < warm_until:
         session.run(None, feed)
+        runs += 1
     samples: list[int] = []
     started = time.perf_counter()
     while True:

@@ -156,29 +156,43 @@ class PopulationPricer:
                 self._fixed_layers[r_i, w_i] = len(fixed)
                 for slot, slot_keys in enumerate(space.slot_keys_at(resolution, width)):
                     self._slot_costs[r_i, w_i, slot] = [table.latency_ms(key) for key in slot_keys]
-        self._flat_costs = self._slot_costs.reshape(-1)
-        first = space.slot_gene_index(0)
-        self._k_cols = first + GENES_PER_SLOT * np.arange(n_s)
+        # Option index = k*w0 + e*w1 + se*w2 + a, as space.option_index computes it. An unused slot has
+        # all four genes at -1, i.e. index -(w0+w1+w2+1) = -shift; shifting every index by `shift`
+        # sends unused slots to column 0 (cost 0) and used ones to columns shift..shift+n_o-1, so the
+        # whole population is priced with integer arithmetic and one gather, no masking.
         n_e, n_se, n_a = len(space.expansions), len(space.se_options), len(space.activations)
-        # option = ((k * n_e + e) * n_se + se) * n_a + a, as space.option_index computes it
-        self._gene_weights = np.array([n_e * n_se * n_a, n_se * n_a, n_a, 1], dtype=np.int64)
-        self._slot_base = np.arange(n_s, dtype=np.int64) * n_o
+        self._weights = (n_e * n_se * n_a, n_se * n_a, n_a, 1)
+        shift = sum(self._weights)
+        self._shift = shift
+        self._row = shift + n_o
+        if n_r * n_w * n_s * self._row >= 2**31:
+            raise ValueError(f"space {space.name} is too large to price in int32 indices")
+        padded = np.zeros((n_r, n_w, n_s, self._row), dtype=np.float64)
+        padded[..., shift:] = self._slot_costs
+        self._flat_costs = padded.reshape(-1)
+        self._slot_base = (np.arange(n_s, dtype=np.int32) * self._row + shift)[None, :]
 
     def raw_sum_ms(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per genome: the plain LUT sum and the number of layers."""
         genes = np.asarray(genomes)
         if genes.ndim != 2 or genes.shape[1] != self.space.genome_length:
             raise ValueError(f"genomes must have shape (n, {self.space.genome_length}), got {genes.shape}")
+        first = self.space.slot_gene_index(0)
         n_s = self.space.n_slots
-        slot_genes = genes[:, self._k_cols[0] :].reshape(len(genes), n_s, GENES_PER_SLOT)
-        active = slot_genes[:, :, 0] >= 0
-        options = slot_genes @ self._gene_weights
+        if genes.dtype != np.int32:
+            # int32 arithmetic is several times faster than int64 here, and every index fits in it.
+            genes = genes.astype(np.int32)
+        block = genes[:, first : first + GENES_PER_SLOT * n_s]
+        w0, w1, w2, _ = self._weights
+        index = block[:, 0::GENES_PER_SLOT] * w0
+        index += block[:, 1::GENES_PER_SLOT] * w1
+        index += block[:, 2::GENES_PER_SLOT] * w2
+        index += block[:, 3::GENES_PER_SLOT]
         res_i, width_i = genes[:, 0], genes[:, 1]
-        block_base = (res_i * len(self.space.widths) + width_i) * (n_s * self.space.n_options)
-        flat_index = block_base[:, None] + self._slot_base[None, :] + np.where(active, options, 0)
-        costs = np.where(active, self._flat_costs[flat_index], 0.0)
-        raw = self._fixed_costs[res_i, width_i] + costs.sum(axis=1)
-        layers = self._fixed_layers[res_i, width_i] + active.sum(axis=1)
+        index += ((res_i * len(self.space.widths) + width_i) * (n_s * self._row))[:, None]
+        index += self._slot_base
+        raw = self._fixed_costs[res_i, width_i] + np.take(self._flat_costs, index).sum(axis=1)
+        layers = self._fixed_layers[res_i, width_i] + np.count_nonzero(block[:, 0::GENES_PER_SLOT] >= 0, axis=1)
         return raw, layers
 
     def predict_ms(self, genomes: np.ndarray) -> np.ndarray:
