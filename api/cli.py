@@ -610,6 +610,9 @@ def search_run(
 def worker_command(
     once: Annotated[bool, typer.Option(help="stop when the queue is empty")] = False,
     poll_s: Annotated[float, typer.Option(min=0.1)] = 2.0,
+    stale_after_s: Annotated[
+        float, typer.Option(min=0.01, help="re-claim a running search whose heartbeat is older than this")
+    ] = 60.0,
 ) -> None:
     """Claim and run queued searches (HWNAS_DATABASE_URL, HWNAS_RAY_ADDRESS, HWNAS_ARTIFACT_DIR)."""
     import logging
@@ -619,7 +622,7 @@ def worker_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker_id = new_worker_id()
     console.print(f"worker {worker_id} polling for searches")
-    ran = run_worker(sessions(), worker_id, once=once, poll_s=poll_s)
+    ran = run_worker(sessions(), worker_id, once=once, poll_s=poll_s, stale_after_s=stale_after_s)
     console.print(f"worker {worker_id} ran {ran} search(es)")
 
 

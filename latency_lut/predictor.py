@@ -60,11 +60,34 @@ class Calibration:
         return cls(**data)
 
 
-def fit_calibration(raw_sums_ms: Sequence[float], n_layers: Sequence[int], measured_ms: Sequence[float]) -> Calibration:
-    """Least-squares fit of measured ~ scale * sum + per_layer * layers + offset.
+_MODELS: tuple[tuple[str, int], ...] = (("scale", 1), ("linear-sum", 3), ("linear-sum-layers", 6))
 
-    With 6 or more measurements all three terms are fitted, with 3-5 scale and offset, with fewer only
-    the scale (through the origin); with none, identity.
+
+def _features(method: str, sums: np.ndarray, layers: np.ndarray) -> np.ndarray:
+    if method == "scale":
+        return sums[:, None]
+    if method == "linear-sum":
+        return np.column_stack([sums, np.ones_like(sums)])
+    return np.column_stack([sums, layers, np.ones_like(sums)])
+
+
+def _fit(method: str, sums: np.ndarray, layers: np.ndarray, measured: np.ndarray) -> np.ndarray | None:
+    """Relative least squares (every network counts the same whatever its latency); None if not sane."""
+    features = _features(method, sums, layers)
+    coef, *_ = np.linalg.lstsq(features / measured[:, None], np.ones_like(sums), rcond=None)
+    if not SCALE_RANGE[0] <= coef[0] <= SCALE_RANGE[1] or np.any(features @ coef <= 0):
+        return None
+    return coef
+
+
+def fit_calibration(raw_sums_ms: Sequence[float], n_layers: Sequence[int], measured_ms: Sequence[float]) -> Calibration:
+    """Fit measured ~ scale * sum [+ offset [+ per_layer * layers]], choosing the model by cross-validation.
+
+    Richer models need more networks (1, 3, 6) and are kept only if sane on their own data (scale in
+    SCALE_RANGE, positive predictions). With 5 or more networks, the model whose leave-one-out
+    relative error is lowest wins: on a noisy machine a three-term fit on 20 networks can chase noise
+    and extrapolate worse than a plain scale, and cross-validation tells which one generalises.
+    The identity (no fit) takes part too.
     """
     sums = np.asarray(raw_sums_ms, dtype=np.float64)
     layers = np.asarray(n_layers, dtype=np.float64)
@@ -75,31 +98,35 @@ def fit_calibration(raw_sums_ms: Sequence[float], n_layers: Sequence[int], measu
         return Calibration()
     if not (np.all(np.isfinite(measured)) and np.all(measured > 0)):
         raise ValueError("end-to-end measurements must be finite and positive")
-    scale_only = Calibration(
-        scale=float(np.dot(sums, measured) / np.dot(sums, sums)), n_measurements=len(sums), method="scale"
+    n = len(sums)
+    fits = {method: _fit(method, sums, layers, measured) for method, needed in _MODELS if n >= needed}
+    fits = {method: coef for method, coef in fits.items() if coef is not None}
+    if n >= 5:
+        errors = {"identity": float(np.mean(np.abs(sums / measured - 1)))}
+        for method in fits:
+            held_out = []
+            for i in range(n):
+                keep = np.arange(n) != i
+                coef = _fit(method, sums[keep], layers[keep], measured[keep])
+                if coef is None:
+                    held_out.append(np.inf)
+                    continue
+                predicted = float((_features(method, sums[i : i + 1], layers[i : i + 1]) @ coef)[0])
+                held_out.append(abs(predicted / measured[i] - 1))
+            errors[method] = float(np.mean(held_out))
+        best = min(errors, key=errors.__getitem__)
+    else:
+        best = max(fits, key=lambda method: dict(_MODELS)[method]) if fits else "identity"
+    if best == "identity":
+        return Calibration(n_measurements=n, method="identity")
+    coef = fits[best]
+    return Calibration(
+        scale=float(coef[0]),
+        per_layer_ms=float(coef[1]) if best == "linear-sum-layers" else 0.0,
+        offset_ms=float(coef[-1]) if best != "scale" else 0.0,
+        n_measurements=n,
+        method=best,
     )
-    # Richest model first; a fit is kept only if it is physically sane on its own data (scale within
-    # SCALE_RANGE, every calibration network predicted positive). Few or similar networks make the
-    # three-term fit ill-conditioned, and then the simpler model is the honest one.
-    candidates = []
-    if len(sums) >= 6:
-        candidates.append(("linear-sum-layers", np.column_stack([sums, layers, np.ones_like(sums)])))
-    if len(sums) >= 3:
-        candidates.append(("linear-sum", np.column_stack([sums, np.ones_like(sums)])))
-    for method, features in candidates:
-        # Relative least squares: every network counts the same whatever its latency.
-        coef, *_ = np.linalg.lstsq(features / measured[:, None], np.ones_like(sums), rcond=None)
-        if not SCALE_RANGE[0] <= coef[0] <= SCALE_RANGE[1] or np.any(features @ coef <= 0):
-            continue
-        per_layer = float(coef[1]) if method == "linear-sum-layers" else 0.0
-        return Calibration(
-            scale=float(coef[0]),
-            per_layer_ms=per_layer,
-            offset_ms=float(coef[-1]),
-            n_measurements=len(sums),
-            method=method,
-        )
-    return scale_only
 
 
 class LatencyPredictor:

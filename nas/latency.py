@@ -280,7 +280,12 @@ def check_device(
     specs = sample_specs(space, n_calibration + n, seed)
     measured = measure_networks(sessions, name, specs, policy, progress)
     pairs = list(zip(specs, measured, strict=True))
-    report = accuracy_report(predictor, pairs[:n_calibration], pairs[n_calibration:])
+    # Calibration networks are spread evenly over the measuring order, so a machine whose speed
+    # drifts over minutes does not hand the calibration a different period than the evaluation.
+    chosen = set(np.linspace(0, len(pairs) - 1, n_calibration).round().astype(int).tolist()) if n_calibration else set()
+    calibration = [pair for i, pair in enumerate(pairs) if i in chosen]
+    evaluation = [pair for i, pair in enumerate(pairs) if i not in chosen]
+    report = accuracy_report(predictor, calibration, evaluation)
     save_calibration(sessions, name, space, report.calibration)
     return report
 
