@@ -49,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--population", type=int, default=1_000_000)
     parser.add_argument("--loop-sample", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--decode-sample", type=int, default=500)
     args = parser.parse_args()
 
@@ -62,9 +63,12 @@ def main() -> None:
     genomes = space.sample_population(args.population, np.random.default_rng(0), dtype=np.int8)
 
     pricer.predict_ms(genomes[:1000])  # warm-up
-    started = time.perf_counter()
-    vectorised = pricer.predict_ms(genomes)
-    vec_rate = len(genomes) / (time.perf_counter() - started)
+    timings = []
+    for _ in range(args.repeats):  # best of a few: the first big call also pays for fresh memory pages
+        started = time.perf_counter()
+        vectorised = pricer.predict_ms(genomes)
+        timings.append(time.perf_counter() - started)
+    vec_rate = len(genomes) / min(timings)
 
     sample = genomes[: args.loop_sample]
     started = time.perf_counter()
