@@ -166,7 +166,7 @@ def _trainable(config: dict, evaluate: Callable, threads: int) -> None:
             {
                 "accuracy": float(accuracy),
                 "loss": float(loss),
-                "epoch": epoch + 1,
+                "epoch": epoch,  # the evaluator counts completed epochs from 1
                 "accuracies": list(accuracies),
                 "train_seconds": time.perf_counter() - started,
             }
@@ -190,7 +190,8 @@ def run_trials(
     """Evaluate `n_trials` candidates proposed by `strategy` through Ray Tune.
 
     `evaluate(spec, on_epoch)` runs inside a Tune trial (a Ray worker process): it must call
-    `on_epoch(epoch, val_accuracy, train_loss)` after every epoch and stop when it returns True.
+    `on_epoch(epochs_completed, val_accuracy, train_loss)` (1 after the first epoch) after every epoch
+    and stop when it returns True.
     `should_stop` is polled in the driver (cancel, lost worker lease) and ends the run between trials.
     """
     if n_trials <= 0:

@@ -270,9 +270,9 @@ def run_search(
     )
     if recorder.should_stop():
         raise SearchCancelled("stopped between trials")
-    best = strategy.best()
+    best = strategy.best() or _best_partial(strategy.history, request)
     if best is None:
-        raise RuntimeError("no trial completed; see the search's events for the trials' errors")
+        raise RuntimeError("no trial reported an accuracy; see the search's events for the trials' errors")
     winner_spec = space.decode(best.genome)
     recorder.event(
         "search_done",
@@ -316,6 +316,16 @@ def run_search(
     recorder.event("done", _summary_line(outcome.summary), outcome.summary)
     recorder.progress("done", 1.0, trials_done, preset.trials, strategy.rejected_over_budget)
     return outcome
+
+
+def _best_partial(history: Sequence[Observation], request: SearchRequest) -> Observation | None:
+    """When every trial was stopped early, the best by reward among those that reported an accuracy."""
+    from nas.strategies import mnas_reward
+
+    scored = [o for o in history if o.accuracy is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda o: mnas_reward(o.accuracy, o.latency_ms, request.budget_ms, mode=request.reward))
 
 
 def _observation(space: SearchSpace, candidate: CandidateRecord) -> Observation:
