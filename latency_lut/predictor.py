@@ -22,7 +22,7 @@ from search_spaces.arch_spec import ArchSpec
 from search_spaces.space import GENES_PER_SLOT, SearchSpace
 
 MIN_FRACTION_OF_SUM = 0.1
-SCALE_RANGE = (0.5, 2.0)
+SCALE_RANGE = (0.1, 10.0)
 
 
 class MissingKeysError(LookupError):

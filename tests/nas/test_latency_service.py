@@ -315,7 +315,8 @@ def test_check_reports_three_predictors_and_stores_what_it_measured(
         assert 0.0 <= score.within_5pct <= score.within_10pct <= 1.0
         assert math.isfinite(score.rmse_ms) and score.rmse_ms >= 0
     assert report.calibration.n_measurements == 4
-    assert report.calibration.method == "linear-sum-layers"
+    # 4 networks: too few for cross-validation, so the richest sane model they support
+    assert report.calibration.method in {"linear-sum", "scale", "identity"}
 
     assert len(measured) == 10
     rows = stored_measurements(session_factory, "cpu-1t")
