@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from ray import tune
+
+# Tune's console reporter (a configuration box and tables) would write through the CLI's progress bar;
+# hwnas reports trials itself, as events.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+from ray import tune  # noqa: E402
 from ray.tune import Stopper
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher

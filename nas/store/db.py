@@ -86,9 +86,12 @@ def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Conne
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
+    # IMMEDIATE takes the write lock up front. A deferred transaction that reads and then writes
+    # fails at once with "database is locked" (no busy wait) if another connection wrote in between,
+    # which is exactly what a worker's heartbeat thread and a progress reader do to each other.
     if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
         return
-    connection.exec_driver_sql("BEGIN")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
