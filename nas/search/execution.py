@@ -13,7 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -62,7 +62,6 @@ class TuneSettings:
     grace_period: int = 1
     reduction_factor: int = 3
     use_asha: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
