@@ -268,8 +268,8 @@ def _predictor_covering(sessions: sessionmaker[Session], request: SearchRequest,
     if local and predictor.calibration.n_measurements == 0:
         # Never calibrated: measure a few networks of this space end to end first, so predictions
         # (and the budget check) include what isolated layer timings miss.
-        recorder.event("calibrate", "calibrating the predictor on 12 networks measured end to end")
-        report = check_device(sessions, request.device, space, n=4, n_calibration=8, seed=request.seed)
+        recorder.event("calibrate", "calibrating the predictor on 16 networks measured end to end (+4 to score it)")
+        report = check_device(sessions, request.device, space, n=4, n_calibration=16, seed=request.seed)
         calibrated = report.score("calibrated")
         recorder.event(
             "calibrate",

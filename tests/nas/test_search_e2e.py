@@ -206,3 +206,74 @@ def test_cancel_of_a_queued_search(session_factory, local_device) -> None:
     with session_scope(session_factory) as session:
         assert SearchRepository(session).require(public_id).status == "cancelled"
     assert json.dumps(_request().model_dump(mode="json"))
+
+
+def _run_with_measurement(tmp_path, tiny16_lut, request: SearchRequest, measure):
+    """`run_search` on the local LUT with `measure` standing in for the end-to-end timer."""
+    from latency_lut.device import Device
+    from latency_lut.kit_runner import TimingPolicy
+    from latency_lut.predictor import LatencyPredictor
+    from latency_lut.profiler import measure_key
+    from latency_lut.table import LatencyTable
+    from nas.search.runner import MemoryRecorder, run_search
+
+    fast = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=8, batch_runs=3, max_seconds=0.1)
+    predictor = LatencyPredictor(LatencyTable(Device(name="local"), tiny16_lut))
+    recorder = MemoryRecorder()
+    outcome = run_search(
+        request,
+        predictor,
+        recorder,
+        tmp_path / "artifacts",
+        measure_locally=True,
+        latency_for_missing=lambda key: measure_key(key, 1, fast).median_ms,
+        measure=measure,
+    )
+    return outcome, predictor, recorder
+
+
+def test_a_winner_measuring_over_budget_is_pruned_against_the_measurement(tmp_path, tiny16_lut) -> None:
+    """The widest network of the space is predicted exactly at the budget but measures 20% over:
+    NetAdapt goes on against the measurement until the *measured* latency fits."""
+    from latency_lut.device import Device
+    from latency_lut.kit_runner import TimingPolicy
+    from latency_lut.predictor import LatencyPredictor
+    from latency_lut.profiler import measure_key
+    from latency_lut.table import LatencyTable
+    from nas.search.runner import MemoryRecorder, _latency_function, _meet_measured_budget, load_split
+    from nas.strategies import make_strategy
+
+    fast = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=8, batch_runs=3, max_seconds=0.1)
+    predictor = LatencyPredictor(LatencyTable(Device(name="local"), tiny16_lut))
+    latency_of = _latency_function(predictor, lambda key: measure_key(key, 1, fast).median_ms)
+    population = TEST_SPACE.sample_population(64, np.random.default_rng(0), np.int64)
+    widest = max((TEST_SPACE.decode(genome) for genome in population), key=latency_of)
+    request = _request(budget_ms=latency_of(widest), baseline=False)
+    measure = lambda spec: 1.2 * latency_of(spec)  # noqa: E731
+    strategy = make_strategy("random", space=TEST_SPACE, budget_ms=request.budget_ms, price=lambda g: g, seed=0)
+    recorder = MemoryRecorder()
+    spec = _meet_measured_budget(
+        request, load_split(request), TEST_SPACE, strategy, widest, latency_of, measure, recorder
+    )
+    assert measure(widest) > request.budget_ms >= measure(spec)
+    messages = [message for kind, message, _ in recorder.events if kind == "measure"]
+    assert "over the" in messages[0] and messages[-1].startswith("round 1: pruned to")
+    assert all(block.out_channels % 8 == 0 for block in spec.blocks)
+
+
+def test_without_netadapt_the_most_accurate_candidate_measuring_within_budget_wins(tmp_path, tiny16_lut) -> None:
+    """The first pick measures over budget (here: on purpose); the next candidates are measured in
+    order of accuracy and the first that fits becomes the winner."""
+    measured: list[str] = []
+
+    def measure(spec: ArchSpec) -> float:
+        measured.append(spec.content_hash())
+        return 1e6 if len(measured) == 1 else 1e-3
+
+    request = _request(budget_ms=50.0, netadapt=False, baseline=False, strategy="random")
+    outcome, _, recorder = _run_with_measurement(tmp_path, tiny16_lut, request, measure)
+    assert outcome.winner.spec.content_hash() == measured[1] != measured[0]
+    assert outcome.winner.measured_ms == 1e-3
+    completed = [c for c in recorder.candidates if c.phase == "search" and c.accuracy is not None]
+    first = next(c for c in completed if c.arch_hash == measured[0])
+    assert first.accuracy == max(c.accuracy for c in completed)
