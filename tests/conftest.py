@@ -121,3 +121,82 @@ def tiny_lut(tiny_lut_space, fast_policy):
 
 
 # ------------------------------------ end of latency service fixtures ------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTTP service fixtures (tests/api/): a real uvicorn server on 127.0.0.1 (random port) in a thread of
+# this process, on the parametrised database, with one embedded worker and three API keys. Searches
+# run through the process's one Ray instance (started on first use, shared by the whole session).
+# ---------------------------------------------------------------------------------------------------
+
+
+class LiveServer:
+    """What a test needs to talk to the running service."""
+
+    def __init__(self, url: str, sessions, settings, tokens: dict[str, str]) -> None:
+        self.url = url
+        self.sessions = sessions
+        self.settings = settings
+        self.tokens = tokens  # "admin", "alice", "bob"
+
+    def headers(self, who: str = "alice") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def client(self, who: str | None = "alice", timeout: float = 30.0):
+        import httpx
+
+        return httpx.Client(base_url=self.url, headers=self.headers(who) if who else {}, timeout=timeout)
+
+
+def _start_server(app):
+    import threading
+    import time
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def live_server(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    from api.app import create_app
+    from api.settings import Settings
+    from nas.store import ApiKeyRepository, session_scope
+
+    artifacts = tmp_path / "artifacts"
+    monkeypatch.setenv("HWNAS_ARTIFACT_DIR", str(artifacts))
+    settings = Settings(
+        database_url=db_url,
+        artifact_dir=artifacts,
+        max_upload_bytes=4 * 2**20,
+        embedded_worker=True,
+        log_format="text",
+        heartbeat_s=1.0,
+        sse_poll_s=0.2,
+    )
+    app = create_app(settings)
+    tokens = {}
+    with session_scope(app.state.sessions) as session:
+        keys = ApiKeyRepository(session)
+        tokens["admin"] = keys.create("admin", admin=True)[1]
+        tokens["alice"] = keys.create("alice")[1]
+        tokens["bob"] = keys.create("bob")[1]
+    server, thread, url = _start_server(app)
+    try:
+        yield LiveServer(url, app.state.sessions, settings, tokens)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+# --------------------------------------- end of HTTP service fixtures ---------------------------------------

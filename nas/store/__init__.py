@@ -10,6 +10,7 @@ their state, candidates, exported architectures and event log. Typical use::
         device = DeviceRepository(session).add("laptop", runtime_version="1.18.0", threads=2)
 """
 
+from nas.store.account_repositories import ApiKeyRepository, DatasetRepository, KeyIdentity
 from nas.store.db import (
     DATABASE_URL_ENV,
     alembic_config,
@@ -23,6 +24,7 @@ from nas.store.db import (
 )
 from nas.store.errors import (
     ArchitectureNotFoundError,
+    DatasetNotFoundError,
     DeviceExistsError,
     DeviceNotFoundError,
     SearchNotFoundError,
@@ -77,6 +79,10 @@ from nas.store.search_repositories import (
 )
 
 __all__ = [
+    "ApiKeyRepository",
+    "DatasetRepository",
+    "KeyIdentity",
+    "DatasetNotFoundError",
     "ARCHITECTURE_ROLES",
     "CANDIDATE_PHASES",
     "CANDIDATE_STATUSES",

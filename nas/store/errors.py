@@ -53,3 +53,11 @@ class ArchitectureNotFoundError(StoreError):
     def __init__(self, public_id: str) -> None:
         self.public_id = public_id
         super().__init__(f"no architecture with id {public_id!r} is stored")
+
+
+class DatasetNotFoundError(StoreError):
+    """Raised when an uploaded dataset is required by its public id and none is stored (or visible)."""
+
+    def __init__(self, public_id: str) -> None:
+        self.public_id = public_id
+        super().__init__(f"no dataset with id {public_id!r} is stored")

@@ -385,3 +385,46 @@ class SearchEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT, default=dict, server_default="{}")
 
     search: Mapped[Search] = relationship(back_populates="events")
+
+
+class ApiKey(Base):
+    """A bearer token's stored half. The token is `hwnas_<key_id>_<secret>`; only SHA-256 of the
+    secret is kept (tokens are 256-bit random, so a slow password hash buys nothing)."""
+
+    __tablename__ = "api_keys"
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    revoked_at: Mapped[datetime | None]
+
+
+DATASET_KINDS = ("npz", "imagefolder")
+
+
+class Dataset(Base):
+    """A dataset a user uploaded: the file lives under the artifact directory, validated on upload."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", DATASET_KINDS), name="kind_known"),
+        CheckConstraint("size_bytes >= 0", name="size_non_negative"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=_new_public_id)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(500))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    num_classes: Mapped[int] = mapped_column(Integer)
+    num_images: Mapped[int] = mapped_column(Integer)
+    image_shape: Mapped[list[int]] = mapped_column(JSON_LIST, default=list, server_default="[]")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,14 @@
+"""The service's routers, in the order they are mounted."""
+
+from api.routes import architectures, dashboard, datasets, devices, health, metrics, searches, spaces
+
+ROUTERS = [
+    health.router,
+    metrics.router,
+    spaces.router,
+    devices.router,
+    datasets.router,
+    searches.router,
+    architectures.router,
+    dashboard.router,
+]

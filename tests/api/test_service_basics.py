@@ -1,0 +1,38 @@
+"""The service's shared behaviour: health is open, everything else needs a valid key, errors are
+RFC 9457 problem+json naming the field, never a traceback."""
+
+import httpx
+
+
+def test_health_is_open_and_checks_the_database(live_server) -> None:
+    response = httpx.get(f"{live_server.url}/v1/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["database"] in ("sqlite", "postgresql")
+    assert body["queued_searches"] == 0
+
+
+def test_no_or_wrong_key_is_401_problem(live_server) -> None:
+    for headers in ({}, {"Authorization": "Bearer hwnas_nope_nope"}, {"Authorization": "Bearer garbage"}):
+        response = httpx.get(f"{live_server.url}/v1/spaces", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.headers["www-authenticate"] == "Bearer"
+        body = response.json()
+        assert body["status"] == 401 and body["field"] == "Authorization"
+
+
+def test_unknown_route_is_a_404_problem(live_server) -> None:
+    response = httpx.get(f"{live_server.url}/v1/nothing-here", headers=live_server.headers())
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_spaces_are_listed_and_an_unknown_one_is_404(live_server) -> None:
+    with live_server.client() as client:
+        names = [s["name"] for s in client.get("/v1/spaces").json()]
+        assert "mobilenet_v3_small" in names and "mobilenet_v3_large" in names
+        detail = client.get("/v1/spaces/mobilenet_v3_small").json()
+        assert detail["num_block_keys"] > 0 and detail["kernels"]
+        missing = client.get("/v1/spaces/nope")
+    assert missing.status_code == 404 and missing.json()["field"] == "name"
