@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PG_URL ?= postgresql+psycopg://postgres:hwnas@127.0.0.1:5432/hwnas_test
+# Browser tests drive the system's Chromium (Debian's package); Playwright never downloads one.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: install install-dev demo test lint postgres clean
+.PHONY: install install-dev demo test lint postgres chromium clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +28,14 @@ demo: install
 postgres:
 	bash .ci/postgres.sh
 
+chromium:
+	bash .ci/chromium.sh
+
 lint: install-dev
 	$(VENV)/bin/ruff check search_spaces latency_lut nas api tests bench
 	$(VENV)/bin/ruff format --check search_spaces latency_lut nas api tests bench
 
-test: install-dev postgres lint
+test: install-dev postgres chromium lint
 	HWNAS_TEST_POSTGRES_URL=$${HWNAS_TEST_POSTGRES_URL:-$(PG_URL)} $(VENV)/bin/pytest -q
 
 clean:

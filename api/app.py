@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.engine = engine
     app.state.stop = threading.Event()
     problems.install(app)
+    from api.routes.metrics import install as install_metrics
+
+    install_metrics(app)  # per-app Prometheus registry + HTTP request metrics (pure ASGI)
 
     from api.routes import ROUTERS
 

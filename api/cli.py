@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from api.cli_common import cli_errors, console, print_json, progress_bar, sessions
+from api.cli_common import cli_errors, console, print_json, sessions
 
 app = typer.Typer(
     name="hwnas",
@@ -280,43 +280,17 @@ def worker_command(
 def demo(
     device: Annotated[str, typer.Option(help="name for this machine's device")] = "this-machine-1t",
     threads: Annotated[int, typer.Option(min=1)] = 1,
-    n: Annotated[int, typer.Option("--n", min=1, help="networks to score the predictor on")] = 20,
-    effort: Annotated[str, typer.Option(help="search effort preset")] = "quick",
+    effort: Annotated[str, typer.Option(help="search effort preset: smoke, quick, default, thorough")] = "default",
+    budget_fraction: Annotated[
+        float, typer.Option(min=0.05, max=1.0, help="budget as a fraction of MobileNetV3-Small 1.0's latency")
+    ] = 0.6,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 0,
+    stay: Annotated[bool, typer.Option("--stay", help="keep serving the dashboard afterwards")] = False,
 ) -> None:
-    """The main job on the embedded defaults: LUT + predictor report, then a search under a budget."""
-    from api.cli_devices import print_report
-    from api.cli_searches import _print_outcome, _request_from_options, _run_here_with_progress
-    from latency_lut.kit_runner import TimingPolicy
-    from latency_lut.profiler import measure_network
-    from nas.latency import add_device, check_device, list_devices, profile_device
-    from nas.submission import submit_search
-    from search_spaces import get_space, reference_spec
+    """The three journeys over HTTP on the embedded defaults (SQLite, local Ray, this machine)."""
+    from api.demo import run_demo
 
-    factory = sessions()
-    if device not in {d.name for d, _ in list_devices(factory)}:
-        add_device(factory, device, threads=threads)
-        console.print(f"added device {device} (this machine, {threads} thread(s))")
-    space = get_space("mobilenet_v3_large").with_options(resolutions=[224], widths=[1.0])
-    console.print(f"[bold]1/3[/] profiling {len(space.block_keys())} block keys of {space.name} at 224x224")
-    with progress_bar("profiling") as update:
-        summary = profile_device(factory, device, space.block_keys(), TimingPolicy(), update)
-    console.print(f"    {summary.measured_now} measured now, {summary.already_measured} already stored")
-    console.print(f"[bold]2/3[/] measuring {n + 10} random networks end to end to score the predictor")
-    with progress_bar("measuring") as update:
-        report = check_device(factory, device, space, n=n, n_calibration=10, policy=TimingPolicy(), progress=update)
-    print_report(report)
-
-    reference = reference_spec("mobilenet_v3_small", width=1.0, resolution=32, num_classes=10)
-    reference_ms = measure_network(reference, threads, TimingPolicy()).median_ms
-    budget = round(0.6 * reference_ms, 4)
-    console.print(
-        f"[bold]3/3[/] search on scikit-learn's digits at 32 px, budget {budget} ms "
-        f"(60% of MobileNetV3-Small 1.0's measured {reference_ms:.3f} ms on this machine)"
-    )
-    request = _request_from_options(device=device, budget_ms=budget, dataset="digits", effort=effort, resolution=32)
-    public_id = submit_search(factory, request)
-    _print_outcome(_run_here_with_progress(factory, public_id))
-    console.print(f"details: `hwnas search show {public_id}`")
+    run_demo(device=device, threads=threads, effort=effort, budget_fraction=budget_fraction, port=port, stay=stay)
 
 
 # Command groups living in their own modules register themselves on `app` when imported.

@@ -1,15 +1,42 @@
-"""`hwnas device ...` and `hwnas lut ...`."""
+"""`hwnas device ...`, `hwnas lut ...` and `hwnas agent`: thin clients of the service's /v1/devices API.
+
+They talk to HWNAS_SERVER (default http://127.0.0.1:8000, or --server) with the key in HWNAS_API_KEY.
+`hwnas lut check` is the exception: it measures whole networks on this machine and writes them to the
+database (HWNAS_DATABASE_URL) directly.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import typer
 from rich.table import Column, Table
 
-from api.cli import ClassesOpt, ResolutionOpt, SpaceOpt, WidthOpt, _space, device_app, lut_app
+from api.cli import ClassesOpt, ResolutionOpt, SpaceOpt, WidthOpt, _space, app, device_app, lut_app
 from api.cli_common import cli_errors, console, print_json, progress_bar, sessions
+from api.client import ApiClient
+
+ServerOpt = Annotated[
+    str | None, typer.Option("--server", help="the hwnas service (default: $HWNAS_SERVER or http://127.0.0.1:8000)")
+]
+BatchOpt = Annotated[int, typer.Option("--batch", min=1, max=1000, help="keys measured per posted batch")]
+
+# Building a kit for a large space exports one ONNX model per key on the server: give it time.
+KIT_TIMEOUT_S = 900.0
+
+
+def _device_path(name: str) -> str:
+    from latency_lut.agent import device_path
+
+    return device_path(name)
+
 
 # --- device ----------------------------------------------------------------------------------------
 
@@ -29,40 +56,40 @@ def _parse_facts(facts: list[str] | None) -> dict[str, str]:
 def device_add(
     name: str,
     threads: Annotated[int, typer.Option(min=1, max=256, help="ONNX Runtime intra-op threads")] = 1,
-    remote: Annotated[bool, typer.Option("--remote", help="a device other than this machine (a phone)")] = False,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="a device other than the server's machine (a phone)")
+    ] = False,
     fact: Annotated[list[str] | None, typer.Option("--fact", help="key=value, e.g. soc=Snapdragon 8 Gen 2")] = None,
     runtime_version: Annotated[str | None, typer.Option(help="remote device's onnxruntime version")] = None,
+    server: ServerOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Register a device. Without --remote it is this machine at the given thread count."""
-    from nas.latency import add_device
-
-    device = add_device(
-        sessions(), name, threads=threads, local=not remote, facts=_parse_facts(fact), runtime_version=runtime_version
-    )
+    """Register a device. Without --remote it is the server's machine at the given thread count."""
+    body: dict[str, Any] = {"name": name, "threads": threads, "local": not remote, "facts": _parse_facts(fact)}
+    if runtime_version is not None:
+        body["runtime_version"] = runtime_version
+    with ApiClient(server) as api:
+        device = api.post_json("/v1/devices", body)
     if as_json:
-        print_json(device.model_dump(mode="json"))
+        print_json(device)
         return
-    where = "remote" if remote else "this machine"
+    where = "the server's machine" if device["local"] else "remote"
     console.print(
-        f"added device [bold]{device.name}[/] ({where}, onnxruntime {device.runtime_version}, {threads} thread(s))"
+        f"added device [bold]{device['name']}[/] ({where}, onnxruntime {device['runtime_version']}, "
+        f"{device['threads']} thread(s))"
     )
 
 
 @device_app.command("list")
 @cli_errors
-def device_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def device_list(server: ServerOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List devices and the size of their lookup tables."""
-    from nas.latency import is_this_machine, list_devices
-
-    rows = [
-        {**device.model_dump(mode="json"), "lut_entries": count, "this_machine": is_this_machine(device)}
-        for device, count in list_devices(sessions())
-    ]
+    with ApiClient(server) as api:
+        rows = api.get_json("/v1/devices")
     if as_json:
         print_json(rows)
         return
-    table = Table("name", "runtime", "threads", "LUT entries", "this machine", "facts")
+    table = Table("name", "runtime", "threads", "LUT entries", "local", "facts")
     for row in rows:
         facts = ", ".join(f"{k}={v}" for k, v in row["facts"].items() if k not in {"this_machine", "python"})
         table.add_row(
@@ -70,10 +97,100 @@ def device_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
             f"{row['runtime']} {row['runtime_version']}",
             str(row["threads"]),
             str(row["lut_entries"]),
-            "yes" if row["this_machine"] else "no",
+            "yes" if row["local"] else "no",
             facts[:60],
         )
     console.print(table)
+
+
+# --- the agent -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event SIGTERM sets (the agent then posts what it measured and stops); Ctrl-C stays an interrupt."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_agent(
+    server: str | None,
+    device: str,
+    space: str,
+    resolution: list[int] | None,
+    width: list[float] | None,
+    num_classes: int | None,
+    batch: int,
+    threads: int | None,
+    quick: bool,
+    max_batches: int | None,
+    require_this_machine: bool,
+) -> Any:
+    from latency_lut.agent import run_agent
+    from latency_lut.kit_runner import QUICK_POLICY, TimingPolicy
+
+    with ApiClient(server) as api, _stop_on_sigterm() as stop, progress_bar(f"profiling {device}") as update:
+        return run_agent(
+            api,
+            device,
+            space=space,
+            resolution=resolution,
+            width=width,
+            num_classes=num_classes,
+            batch=batch,
+            threads=threads,
+            policy=QUICK_POLICY if quick else TimingPolicy(),
+            stop=stop,
+            max_batches=max_batches,
+            require_this_machine=require_this_machine,
+            progress=update,
+        )
+
+
+def _print_agent_summary(summary: Any) -> None:
+    console.print(
+        f"{summary.total_keys} keys: {summary.total_keys - summary.missing_at_start} already measured, "
+        f"{summary.measured} measured now in {summary.seconds:.1f} s"
+    )
+    if summary.missing_now:
+        console.print(f"{summary.missing_now} key(s) still missing; run again to continue (nothing is measured twice)")
+
+
+@app.command("agent")
+@cli_errors
+def agent(
+    device: Annotated[str, typer.Option("--device", help="the device this agent runs on (registered name)")],
+    server: ServerOpt = None,
+    space: SpaceOpt = "mobilenet_v3_large",
+    resolution: ResolutionOpt = None,
+    width: WidthOpt = None,
+    num_classes: ClassesOpt = None,
+    batch: BatchOpt = 20,
+    threads: Annotated[
+        int | None, typer.Option(min=1, max=256, help="expected thread count; refused if the device's differs")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="fewer timed runs per key (smoke runs)")] = False,
+    max_batches: Annotated[int | None, typer.Option(min=1, help="stop after this many batches")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """On a device that can reach the server: measure the keys its lookup table lacks, batch by batch.
+
+    Stop it at any time (Ctrl-C, SIGTERM) and run it again: stored batches are never measured twice.
+    """
+    summary = _run_agent(
+        server, device, space, resolution, width, num_classes, batch, threads, quick, max_batches, False
+    )
+    if as_json:
+        print_json({**summary.__dict__, "finished": summary.finished})
+        return
+    _print_agent_summary(summary)
 
 
 # --- lut -------------------------------------------------------------------------------------------
@@ -83,33 +200,39 @@ def device_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 @cli_errors
 def lut_profile(
     device: str,
+    server: ServerOpt = None,
     space: SpaceOpt = "mobilenet_v3_large",
     resolution: ResolutionOpt = None,
     width: WidthOpt = None,
     num_classes: ClassesOpt = None,
+    batch: BatchOpt = 20,
     quick: Annotated[bool, typer.Option(help="fewer timed runs per key (tests, smoke runs)")] = False,
 ) -> None:
-    """Measure every block key of a space on this machine; keys already measured are skipped."""
-    from latency_lut.kit_runner import QUICK_POLICY, TimingPolicy
-    from nas.latency import profile_device
-
-    chosen = _space(space, resolution, width, num_classes)
-    keys = chosen.block_keys()
-    with progress_bar(f"profiling {device}") as update:
-        summary = profile_device(sessions(), device, keys, QUICK_POLICY if quick else TimingPolicy(), update)
-    console.print(
-        f"{summary.wanted} keys: {summary.already_measured} already measured, {summary.measured_now} measured now "
-        f"in {summary.seconds:.1f} s"
-    )
+    """Measure every block key of a space on this machine (the agent, here); keys already measured are skipped."""
+    _space(space, resolution, width, num_classes)  # a bad space fails here, before the server is asked
+    summary = _run_agent(server, device, space, resolution, width, num_classes, batch, None, quick, None, True)
+    _print_agent_summary(summary)
 
 
 @lut_app.command("export")
 @cli_errors
-def lut_export(device: str, output: Annotated[Path, typer.Option("--output", "-o")]) -> None:
+def lut_export(device: str, output: Annotated[Path, typer.Option("--output", "-o")], server: ServerOpt = None) -> None:
     """Write the device's lookup table as versioned JSON."""
-    from nas.latency import load_table
+    from latency_lut.device import Device
+    from latency_lut.table import LatencyTable, LutEntry
 
-    table = load_table(sessions(), device)
+    path = _device_path(device)
+    entries: dict[str, LutEntry] = {}
+    with ApiClient(server) as api:
+        info = api.get_json(path)
+        while True:
+            page = api.get_json(f"{path}/lut", params={"limit": 5000, "offset": len(entries)})
+            for e in page["entries"]:
+                entries[e["key"]] = LutEntry(e["median_ms"], e["iqr_ms"], e["runs"], e["runtime_version"], e["source"])
+            if not page["entries"] or len(entries) >= page["total"]:
+                break
+    fields = ("name", "runtime", "runtime_version", "execution_provider", "threads", "facts")
+    table = LatencyTable(Device(**{k: info[k] for k in fields}), entries)
     output.write_text(table.to_json())
     console.print(f"wrote {len(table)} entries to {output}")
 
@@ -119,19 +242,27 @@ def lut_export(device: str, output: Annotated[Path, typer.Option("--output", "-o
 def lut_kit(
     device: str,
     output: Annotated[Path, typer.Option("--output", "-o", help="zip file to write")],
+    server: ServerOpt = None,
     space: SpaceOpt = "mobilenet_v3_large",
     resolution: ResolutionOpt = None,
     width: WidthOpt = None,
     num_classes: ClassesOpt = None,
-    missing_only: Annotated[bool, typer.Option(help="only keys the device's table lacks")] = True,
+    quick: Annotated[bool, typer.Option(help="fewer timed runs per model (smoke runs)")] = False,
 ) -> None:
-    """Build a profiling kit (ONNX per key, manifest, stand-alone runner) for a device off the network."""
-    from nas.latency import create_kit
+    """Download a profiling kit (ONNX per missing key, manifest, stand-alone runner) for a device off the network."""
+    from latency_lut.agent import space_params
+    from latency_lut.kit import read_manifest_from_kit
 
-    chosen = _space(space, resolution, width, num_classes)
-    with progress_bar(f"building kit for {device}") as update:
-        manifest = create_kit(sessions(), device, chosen.block_keys(), output, missing_only, update)
-    size = output.stat().st_size
+    params = {**space_params(space, resolution, width, num_classes), "quick": quick}
+    partial = output.with_name(f".{output.name}.{os.getpid()}.part")
+    console.print(f"the server is building the kit for {device} (one ONNX model per missing key)...")
+    try:
+        with ApiClient(server, timeout=KIT_TIMEOUT_S) as api:
+            size = api.download(f"{_device_path(device)}/kit?{urlencode(params, doseq=True)}", partial)
+        manifest = read_manifest_from_kit(partial)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
     console.print(f"wrote {output} ({size / 1e6:.1f} MB, {len(manifest.models)} models, kit {manifest.kit_id})")
     console.print(f"on the device: unzip, `python runner.py`, then `hwnas lut import {device} results.json`")
 
@@ -141,18 +272,23 @@ def lut_kit(
 def lut_import(
     device: str,
     results: Path,
+    server: ServerOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Validate a kit's results file and store it; refused as a whole if anything is wrong."""
-    from nas.latency import import_kit_results
-
-    outcome = import_kit_results(sessions(), device, results.read_bytes())
-    payload = {"stored": outcome.covered, "total": outcome.total, "coverage": outcome.coverage}
+    """Upload a kit's results file: validated by the server, refused as a whole if anything is wrong."""
+    content = results.read_bytes()
+    with ApiClient(server) as api:
+        response = api.request(
+            "POST", f"{_device_path(device)}/lut", files={"file": (results.name, content, "application/json")}
+        )
+    answer = response.json()
     if as_json:
-        print_json(payload)
+        print_json(answer)
         return
+    kit = answer["kit"]
     console.print(
-        f"stored {outcome.covered} of the kit's {outcome.total} keys for {device} (coverage {outcome.coverage:.1%})"
+        f"stored {kit['covered']} of the kit's {kit['total']} keys for {device} (coverage {kit['coverage']:.1%}); "
+        f"its table now holds {answer['lut_entries']} entries"
     )
 
 

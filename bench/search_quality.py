@@ -58,10 +58,11 @@ def main() -> None:
             for method, strategy in (("hwnas", "evolution"), ("random", "random")):
                 hwnas = method == "hwnas"
                 request = SearchRequest(**base, strategy=strategy, seed=seed, netadapt=hwnas, baseline=hwnas)
+                recorder = MemoryRecorder()
                 outcome = run_search(
                     request,
                     load_predictor(sessions, DEVICE, space),
-                    MemoryRecorder(),
+                    recorder,
                     Path(artifacts) / f"{method}-{seed}",
                     measure_locally=True,
                     latency_for_missing=on_demand,
@@ -72,6 +73,9 @@ def main() -> None:
                 winner = outcome.winner
                 line = f"seed {seed} {method:8} acc {winner.accuracy:.4f} measured {winner.measured_ms:.4f} ms"
                 print(f"{line} ({outcome.trials} trials)", flush=True)
+                for kind, message, _ in recorder.events:
+                    if kind == "measure":
+                        print(f"    budget check: {message}", flush=True)
 
     print(f"\n{'method':22} {'accuracy (mean +- std)':>24} {'measured ms (mean)':>19} {'within budget+5%':>17}")
     for method, values in rows.items():

@@ -44,6 +44,9 @@ __all__ = [
     "validate_results",
 ]
 
+# What the store can hold: a timing never needs a million runs, and versions are short.
+MAX_RUNS = 1_000_000
+MAX_RUNTIME_VERSION_CHARS = 50
 RUNNER_NAME = "runner.py"
 README_NAME = "README.txt"
 MODELS_DIR = "models"
@@ -231,8 +234,8 @@ def _entry_problems(where: str, raw: dict[str, Any], expected_sha256: str | None
             found.append(f"{where}: 'iqr_ms' must be a finite number >= 0, got {iqr!r}")
     if "runs" in raw:
         runs = raw["runs"]
-        if not (isinstance(runs, int) and not isinstance(runs, bool) and runs >= 1):
-            found.append(f"{where}: 'runs' must be an integer >= 1, got {runs!r}")
+        if not (isinstance(runs, int) and not isinstance(runs, bool) and 1 <= runs <= MAX_RUNS):
+            found.append(f"{where}: 'runs' must be an integer from 1 to {MAX_RUNS:,}, got {runs!r}")
     if "sha256" in raw and expected_sha256 is not None and raw["sha256"] != expected_sha256:
         found.append(
             f"{where}: 'sha256' {raw['sha256']!r} is not the kit's model checksum {expected_sha256!r} "
@@ -258,8 +261,16 @@ def _header_problems(manifest: KitManifest, payload: dict[str, Any]) -> list[str
     runtime_version = payload.get("runtime_version")
     if "runtime_version" not in payload:
         found.append("missing 'runtime_version'")
-    elif not isinstance(runtime_version, str) or not runtime_version:
-        found.append(f"'runtime_version' must be a non-empty string, got {runtime_version!r}")
+    elif (
+        not isinstance(runtime_version, str)
+        or not runtime_version
+        or len(runtime_version) > MAX_RUNTIME_VERSION_CHARS
+        or not runtime_version.isprintable()
+    ):
+        found.append(
+            f"'runtime_version' must be a non-empty printable string of at most {MAX_RUNTIME_VERSION_CHARS} "
+            f"characters, got {runtime_version!r}"
+        )
     return found
 
 

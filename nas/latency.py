@@ -279,15 +279,58 @@ def check_device(
         raise MissingKeysError(name, missing)
     specs = sample_specs(space, n_calibration + n, seed)
     measured = measure_networks(sessions, name, specs, policy, progress)
-    pairs = list(zip(specs, measured, strict=True))
-    # Calibration networks are spread evenly over the measuring order, so a machine whose speed
-    # drifts over minutes does not hand the calibration a different period than the evaluation.
-    chosen = set(np.linspace(0, len(pairs) - 1, n_calibration).round().astype(int).tolist()) if n_calibration else set()
-    calibration = [pair for i, pair in enumerate(pairs) if i in chosen]
-    evaluation = [pair for i, pair in enumerate(pairs) if i not in chosen]
+    calibration, evaluation = split_calibration(list(zip(specs, measured, strict=True)), n_calibration)
     report = accuracy_report(predictor, calibration, evaluation)
     save_calibration(sessions, name, space, report.calibration)
     return report
+
+
+Pair = tuple[ArchSpec, float]
+
+
+def split_calibration(pairs: Sequence[Pair], n_calibration: int) -> tuple[list[Pair], list[Pair]]:
+    """(calibration, evaluation): `n_calibration` pairs spread evenly over the measuring order, the rest.
+
+    Spread rather than the first ones, so a machine whose speed drifts over minutes does not hand the
+    calibration a different period than the evaluation.
+    """
+    chosen = set(np.linspace(0, len(pairs) - 1, n_calibration).round().astype(int).tolist()) if n_calibration else set()
+    calibration = [pair for i, pair in enumerate(pairs) if i in chosen]
+    evaluation = [pair for i, pair in enumerate(pairs) if i not in chosen]
+    return calibration, evaluation
+
+
+def stored_accuracy_report(
+    sessions: sessionmaker[Session], name: str, space: SearchSpace, n_calibration: int | None = None
+) -> tuple[AccuracyReport, int] | None:
+    """The predictor report from the end-to-end measurements already stored for the device; measures nothing.
+
+    Uses the stored networks of `space` (resolution among the space's and every layer key one of the
+    space's keys), in measuring order, split as `check_device` splits them: after a single check the
+    report is the check's own. `n_calibration` defaults to the number the stored calibration for the
+    space was fitted on (20 when none was), always leaving at least one network to score on. Returns
+    (report, number of networks used), or None when no network of the space has been measured.
+    """
+    predictor = load_predictor(sessions, name).with_calibration(Calibration())
+    keys = set(space.block_keys())
+    missing = predictor.table.missing_keys(keys)
+    if missing:
+        raise MissingKeysError(name, missing)
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        stored = MeasurementRepository(session).list(row.id)
+        fitted = _stored_calibrations(session, row.id).get(calibration_scope(space))
+    pairs: list[Pair] = []
+    for measurement in stored:
+        spec = ArchSpec.model_validate(measurement.spec_json)
+        if spec.resolution in space.resolutions and set(spec.block_keys()) <= keys:
+            pairs.append((spec, measurement.median_ms))
+    if not pairs:
+        return None
+    if n_calibration is None:
+        n_calibration = int(fitted.get("n_measurements", 20)) if fitted else 20
+    calibration, evaluation = split_calibration(pairs, min(n_calibration, len(pairs) - 1))
+    return accuracy_report(predictor, calibration, evaluation), len(pairs)
 
 
 def save_calibration(sessions: sessionmaker[Session], name: str, space: SearchSpace, calibration: Calibration) -> None:

@@ -12,8 +12,16 @@ from nas.search.runner import BudgetUnreachableError, search_space_for
 from nas.store import DeviceRepository, SearchRepository, session_scope
 
 
-def submit_search(sessions: sessionmaker[Session], request: SearchRequest, owner: str | None = None) -> str:
+def submit_search(
+    sessions: sessionmaker[Session],
+    request: SearchRequest,
+    owner: str | None = None,
+    dataset_label: str | None = None,
+) -> str:
     """Validate a request and queue it; returns the search's public id.
+
+    `dataset_label` is what the search shows as its dataset when `request.dataset` is a server-side
+    path (an uploaded dataset: the API passes its id), so listings never expose paths.
 
     Refused (nothing stored) when the device is unknown, the dataset unreadable, the device's table
     lacks keys of the space and the device is not this machine (it cannot be profiled on demand), or
@@ -35,7 +43,7 @@ def submit_search(sessions: sessionmaker[Session], request: SearchRequest, owner
         search = SearchRepository(session).create(
             device_id=device_row.id,
             space=request.space,
-            dataset=request.dataset,
+            dataset=dataset_label or request.dataset,
             budget_ms=request.budget_ms,
             strategy=request.strategy,
             request=request.model_dump(mode="json"),

@@ -148,25 +148,6 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers=self.headers(who) if who else {}, timeout=timeout)
 
 
-def _start_server(app):
-    import threading
-    import time
-
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture
 def live_server(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
     from api.app import create_app
@@ -191,12 +172,72 @@ def live_server(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         tokens["admin"] = keys.create("admin", admin=True)[1]
         tokens["alice"] = keys.create("alice")[1]
         tokens["bob"] = keys.create("bob")[1]
-    server, thread, url = _start_server(app)
+    from api.server import serve_in_thread
+
+    running = serve_in_thread(app)
     try:
-        yield LiveServer(url, app.state.sessions, settings, tokens)
+        yield LiveServer(running.url, app.state.sessions, settings, tokens)
     finally:
-        server.should_exit = True
-        thread.join(timeout=60)
+        running.stop()
 
 
 # --------------------------------------- end of HTTP service fixtures ---------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------------
+# Search journey fixtures (tests/api/test_search_*.py, tests/api/test_datasets_api.py,
+# tests/api/test_cli_searches.py): a tiny space registered under a name the server resolves (the
+# server runs in this process), its 16 px lookup table measured once per session for real, and a
+# 1-thread device of this machine holding it in the live server's database. A search on it with
+# effort "smoke" and the synthetic dataset below runs to the end in seconds.
+# ---------------------------------------------------------------------------------------------------
+
+API_SEARCH_DATASET = "synthetic:classes=3,per_class=24,resolution=16"
+
+
+@pytest.fixture(scope="session")
+def api_search_space():
+    from search_spaces.space import SearchSpace, StageChoices
+
+    return SearchSpace(
+        name="api_tiny",
+        description="tiny space for HTTP search tests",
+        stem_channels=8,
+        stages=(StageChoices(16, 2, (1, 2)), StageChoices(24, 2, (1, 2))),
+        head_hidden_channels=32,
+        kernels=(3, 5),
+        expansions=(3, 6),
+        se_options=(False, True),
+        activations=("relu",),
+        widths=(1.0,),
+        resolutions=(16,),
+        num_classes=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def api_search_lut(api_search_space, fast_policy):
+    """`{key: LutEntry}` of every key of `api_search_space` at 16 px, measured here at 1 thread (read only)."""
+    from latency_lut.profiler import profile_keys
+    from latency_lut.table import LutEntry
+
+    measured = profile_keys(api_search_space.block_keys(), threads=1, policy=fast_policy)
+    return {key: LutEntry(m.median_ms, m.iqr_ms, m.runs, m.runtime_version) for key, m in measured.items()}
+
+
+@pytest.fixture
+def search_server(live_server, api_search_space, api_search_lut, monkeypatch: pytest.MonkeyPatch):
+    """`live_server` with the tiny space registered and device "local" (this machine, 1 thread, full LUT)."""
+    import torch
+
+    from nas.latency import add_device, store_lut_entries
+    from search_spaces import space as space_module
+
+    monkeypatch.setitem(space_module.SPACES, api_search_space.name, api_search_space)
+    torch.set_num_threads(1)
+    add_device(live_server.sessions, "local", threads=1)
+    store_lut_entries(live_server.sessions, "local", api_search_lut)
+    return live_server
+
+
+# ------------------------------------ end of search journey fixtures ------------------------------------

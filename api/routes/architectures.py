@@ -1,5 +1,154 @@
-"""(filled in by its owner this session)"""
+"""`/v1/architectures`: the networks searches exported (winner and baseline), with their files.
 
-from fastapi import APIRouter
+    GET /v1/architectures                      own (admins: all), newest first, paginated
+    GET /v1/architectures/{id}                 metadata: role, search, spec JSON, latency, accuracy, counts
+    GET /v1/architectures/{id}/spec            spec.json    (application/json)
+    GET /v1/architectures/{id}/onnx            model.onnx   (application/octet-stream)
+    GET /v1/architectures/{id}/weights         weights.pt   (PyTorch: {"spec": ..., "state_dict": ...})
 
-router = APIRouter()
+Files are streamed from the artifact directory the database records; another key's architecture reads
+as 404, exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+
+from api.auth import Key, owner_filter
+from api.problems import Problem
+from nas.store import Architecture, ArchitectureNotFoundError, ArchitectureRepository, KeyIdentity, session_scope
+from search_spaces.arch_spec import ArchSpec
+
+router = APIRouter(tags=["architectures"])
+
+ArtifactKind = Literal["spec", "onnx", "weights"]
+# kind -> (download name, media type)
+ARTIFACTS: dict[str, tuple[str, str]] = {
+    "spec": ("spec.json", "application/json"),
+    "onnx": ("model.onnx", "application/octet-stream"),
+    "weights": ("weights.pt", "application/octet-stream"),
+}
+
+ArchitectureId = Annotated[str, PathParam(description="the architecture's id", max_length=64)]
+
+
+def spec_string(spec: dict[str, Any]) -> str:
+    """The short readable form of a stored spec (`ir_k5_s2_e72_c40_se_hs ...`); '' if it no longer parses."""
+    try:
+        return ArchSpec.model_validate(spec).to_string()
+    except ValueError:
+        return ""
+
+
+def architecture_links(public_id: str) -> dict[str, str]:
+    base = f"/v1/architectures/{public_id}"
+    return {"self": base, **{kind: f"{base}/{kind}" for kind in ARTIFACTS}}
+
+
+def architecture_summary(row: Architecture) -> dict[str, Any]:
+    """An architecture as lists show it (no spec JSON)."""
+    return {
+        "id": row.public_id,
+        "role": row.role,
+        "search_id": row.search.public_id if row.search is not None else None,
+        "arch_hash": row.arch_hash,
+        "spec_string": spec_string(row.spec),
+        "accuracy": row.accuracy,
+        "predicted_ms": row.predicted_ms,
+        "measured_ms": row.measured_ms,
+        "params": row.params,
+        "madds": row.madds,
+        "created_at": row.created_at,
+        "files": sorted(kind for kind in ARTIFACTS if kind in (row.files or {})),
+        "links": architecture_links(row.public_id),
+    }
+
+
+def architecture_resource(row: Architecture) -> dict[str, Any]:
+    """An architecture in full: the summary plus its spec as JSON."""
+    resource = architecture_summary(row)
+    resource["spec"] = dict(row.spec)
+    if resource["search_id"] is not None:
+        resource["links"]["search"] = f"/v1/searches/{resource['search_id']}"
+    return resource
+
+
+def visible_architecture(repository: ArchitectureRepository, public_id: str, identity: KeyIdentity) -> Architecture:
+    """The architecture if `identity` may see it; another key's reads as not found."""
+    row = repository.require(public_id)
+    if not identity.may_see(row.owner):
+        raise ArchitectureNotFoundError(public_id)
+    return row
+
+
+@router.get("/v1/architectures", summary="List your architectures (admins: all), newest first")
+def list_architectures(
+    request: Request,
+    identity: Key,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    owner = owner_filter(identity)
+    with session_scope(request.app.state.sessions) as session:
+        repository = ArchitectureRepository(session)
+        items = [architecture_summary(row) for row in repository.list(owner=owner, limit=limit, offset=offset)]
+        total = repository.count(owner=owner)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/v1/architectures/{architecture_id}", summary="One architecture: spec, latency, accuracy, links")
+def get_architecture(architecture_id: ArchitectureId, request: Request, identity: Key) -> dict[str, Any]:
+    with session_scope(request.app.state.sessions) as session:
+        return architecture_resource(visible_architecture(ArchitectureRepository(session), architecture_id, identity))
+
+
+def _artifact_path(row: Architecture, kind: str) -> Path:
+    name = (row.files or {}).get(kind)
+    if not name:
+        raise Problem(404, f"architecture {row.public_id!r} has no {kind} file", field="kind")
+    directory = Path(row.artifact_dir).resolve()
+    path = (directory / str(name)).resolve()
+    if directory not in path.parents:  # a stored name may never point outside its directory
+        raise Problem(404, f"architecture {row.public_id!r} has no {kind} file", field="kind")
+    if not path.is_file():
+        raise Problem(
+            404,
+            f"the {kind} file of architecture {row.public_id!r} is missing from the artifact directory",
+            field="kind",
+        )
+    return path
+
+
+def _download(architecture_id: str, kind: str, request: Request, identity: KeyIdentity) -> FileResponse:
+    with session_scope(request.app.state.sessions) as session:
+        row = visible_architecture(ArchitectureRepository(session), architecture_id, identity)
+        path = _artifact_path(row, kind)
+    filename, media_type = ARTIFACTS[kind]
+    return FileResponse(path, media_type=media_type, filename=filename)
+
+
+_FILE_RESPONSE = {200: {"content": {"application/octet-stream": {}}, "description": "the file, streamed"}}
+
+
+@router.get("/v1/architectures/{architecture_id}/spec", summary="Download spec.json", responses=_FILE_RESPONSE)
+def download_spec(architecture_id: ArchitectureId, request: Request, identity: Key) -> FileResponse:
+    return _download(architecture_id, "spec", request, identity)
+
+
+@router.get("/v1/architectures/{architecture_id}/onnx", summary="Download model.onnx", responses=_FILE_RESPONSE)
+def download_onnx(architecture_id: ArchitectureId, request: Request, identity: Key) -> FileResponse:
+    return _download(architecture_id, "onnx", request, identity)
+
+
+@router.get(
+    "/v1/architectures/{architecture_id}/weights",
+    summary="Download weights.pt (torch.load: {'spec': ..., 'state_dict': ...})",
+    responses=_FILE_RESPONSE,
+)
+def download_weights(architecture_id: ArchitectureId, request: Request, identity: Key) -> FileResponse:
+    return _download(architecture_id, "weights", request, identity)

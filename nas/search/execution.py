@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -64,12 +65,46 @@ class TuneSettings:
     use_asha: bool = True
 
 
+_RAY_START = threading.Lock()
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
-    """Start (or join) Ray once per process: a cluster when HWNAS_RAY_ADDRESS is set, else local."""
+    """Start (or join) Ray once per process: a cluster when HWNAS_RAY_ADDRESS is set, else local.
+
+    Ray's local processes (GCS, raylet) are started with PR_SET_PDEATHSIG, which kills them when the
+    *thread* that started them ends. Called from a worker thread (the API's embedded worker), Ray is
+    therefore started from a thread that lives as long as the process; otherwise stopping that
+    worker would kill Ray under every later search (and abort the process at exit).
+    """
     import ray
 
-    if ray.is_initialized():
-        return
+    with _RAY_START:
+        if ray.is_initialized():
+            return
+        if threading.current_thread() is threading.main_thread():
+            _init_ray(num_cpus)
+            return
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def keeper() -> None:
+            try:
+                _init_ray(num_cpus)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller below
+                failure.append(error)
+            finally:
+                started.set()
+            threading.Event().wait()  # park for the life of the process
+
+        threading.Thread(target=keeper, name="hwnas-ray-keeper", daemon=True).start()
+        started.wait()
+        if failure:
+            raise failure[0]
+
+
+def _init_ray(num_cpus: int | None) -> None:
+    import ray
+
     address = os.environ.get(RAY_ADDRESS_ENV)
     if address:
         ray.init(address=address, log_to_driver=False)
@@ -155,10 +190,26 @@ class StopOnRequest(Stopper):
         return self._stop
 
 
+TRIAL_NICENESS = 10
+"""Trial processes run at a lower CPU priority, so the API (and heartbeats) on the same cores stay
+responsive while they train; on an otherwise idle machine this costs them nothing."""
+
+
+def _lower_priority() -> None:
+    target = TRIAL_NICENESS
+    try:
+        current = os.nice(0)
+        if current < target:
+            os.nice(target - current)
+    except OSError:  # not permitted here: training at normal priority is still correct
+        pass
+
+
 def _trainable(config: dict, evaluate: Callable, threads: int) -> None:
     """One trial, in a Ray worker: train the proposed network, report accuracy every epoch."""
     import torch
 
+    _lower_priority()
     torch.set_num_threads(threads)
     spec = ArchSpec.from_json(config["spec_json"])
     accuracies: list[float] = []

@@ -44,8 +44,8 @@ from nas.store.models import (
 )
 
 SearchOrder = Literal["newest", "oldest"]
-CandidateOrder = Literal["id", "accuracy", "predicted_ms"]
-CANDIDATE_ORDERS: tuple[CandidateOrder, ...] = ("id", "accuracy", "predicted_ms")
+CandidateOrder = Literal["id", "accuracy", "predicted_ms", "created_at"]
+CANDIDATE_ORDERS: tuple[CandidateOrder, ...] = ("id", "accuracy", "predicted_ms", "created_at")
 
 # Conditional updates report the rows they matched through RETURNING and keep objects already loaded
 # in the session in step with what they wrote.
@@ -594,6 +594,13 @@ class ArchitectureRepository:
             statement = statement.where(Architecture.owner == owner)
         statement = statement.order_by(Architecture.id.desc()).limit(limit).offset(offset)
         return list(self._session.scalars(statement))
+
+    def count(self, owner: str | None = None) -> int:
+        """How many architectures `list` would page through for `owner` (None: all)."""
+        statement = select(func.count()).select_from(Architecture)
+        if owner is not None:
+            statement = statement.where(Architecture.owner == owner)
+        return self._session.scalar(statement) or 0
 
 
 # --- events ------------------------------------------------------------------------------------------

@@ -1,0 +1,228 @@
+"""The profiling agent: a device that can reach the server fills its own lookup table.
+
+    loop: GET the next batch of missing keys -> for each, GET its ONNX model and time it with the kit
+          runner's protocol (same code, same policy fields) -> POST the batch's measurements
+    until nothing is missing.
+
+Work is stored per batch, so stopping the agent (Ctrl-C, SIGTERM, a `stop` event, `max_batches`) and
+starting it again neither loses nor repeats stored work: a restarted agent asks the server what is
+still missing. A batch interrupted part way posts what it measured before it stops.
+
+The agent speaks HTTP through any client with `get_json(path, params=...)`, `request(method, path,
+params=...)` (returning a response with `.content` and `.headers`) and `post_json(path, payload,
+params=...)`, e.g. `api.client.ApiClient`; besides that it needs only numpy and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import onnxruntime as ort
+
+from latency_lut.kit_runner import TimingPolicy, time_session, timing_session
+
+THIS_MACHINE_FACT = "this_machine"  # = nas.latency.THIS_MACHINE_FACT (latency_lut may not import nas)
+
+Progress = Callable[[int, int, str], None]
+
+
+class AgentApi(Protocol):
+    def get_json(self, path: str, **kwargs: Any) -> Any: ...
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any: ...
+
+    def post_json(self, path: str, payload: Any = None, **kwargs: Any) -> Any: ...
+
+
+class AgentError(ValueError):
+    """The agent cannot go on (wrong machine, a model that does not match its checksum, ...)."""
+
+
+@dataclass(frozen=True)
+class AgentSummary:
+    device: str
+    total_keys: int  # keys of the selected space
+    measured: int  # keys measured and stored by this run
+    batches: int  # batches posted by this run
+    missing_at_start: int
+    missing_now: int
+    seconds: float
+    stopped: bool  # True when it stopped early (stop event, max_batches, Ctrl-C) with keys still missing
+
+    @property
+    def finished(self) -> bool:
+        return self.missing_now == 0
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, int | float | str):
+        return [value]
+    return list(value)
+
+
+def space_params(
+    space: str,
+    resolution: int | Sequence[int] | None = None,
+    width: float | Sequence[float] | None = None,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """The query parameters naming a space narrowed like the CLI's --space/-r/-w/--num-classes."""
+    params: dict[str, Any] = {"space": space}
+    if resolutions := _listed(resolution):
+        params["resolution"] = resolutions
+    if widths := _listed(width):
+        params["width"] = widths
+    if num_classes is not None:
+        params["num_classes"] = num_classes
+    return params
+
+
+def device_path(device: str) -> str:
+    return f"/v1/devices/{quote(device, safe='')}"
+
+
+def _input_shape(headers: Any, key: str) -> tuple[int, ...]:
+    raw = headers.get("x-hwnas-input-shape")
+    if not raw:
+        raise AgentError(f"the server sent no input shape for key {key!r} (X-Hwnas-Input-Shape)")
+    try:
+        shape = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise AgentError(f"the server sent a malformed input shape {raw!r} for key {key!r}") from None
+    if not shape or any(n < 1 for n in shape):
+        raise AgentError(f"the server sent a malformed input shape {raw!r} for key {key!r}")
+    return shape
+
+
+def measure_served_key(
+    api: AgentApi, device: str, key: str, threads: int, policy: TimingPolicy, provider: str = "CPUExecutionProvider"
+) -> dict[str, Any]:
+    """Download one key's ONNX model and time it; the measurement as the server's upload wants it."""
+    response = api.request("GET", f"{device_path(device)}/keys/onnx", params={"key": key})
+    onnx_bytes = response.content
+    expected = response.headers.get("x-hwnas-sha256")
+    if expected and hashlib.sha256(onnx_bytes).hexdigest() != expected:
+        raise AgentError(f"the model of key {key!r} arrived damaged (checksum mismatch); run the agent again")
+    measurement = time_session(
+        timing_session(onnx_bytes, threads, provider), _input_shape(response.headers, key), policy
+    )
+    return {
+        "key": key,
+        "median_ms": measurement.median_ms,
+        "iqr_ms": measurement.iqr_ms,
+        "runs": measurement.runs,
+        "runtime_version": measurement.runtime_version,
+    }
+
+
+def run_agent(
+    api: AgentApi,
+    device: str,
+    *,
+    space: str = "mobilenet_v3_large",
+    resolution: int | Sequence[int] | None = None,
+    width: float | Sequence[float] | None = None,
+    num_classes: int | None = None,
+    batch: int = 20,
+    threads: int | None = None,
+    policy: TimingPolicy = TimingPolicy(),
+    stop: threading.Event | None = None,
+    max_batches: int | None = None,
+    require_this_machine: bool = False,
+    progress: Progress | None = None,
+) -> AgentSummary:
+    """Measure every key of a space the device's table lacks, posting each batch as it ends.
+
+    `space`, `resolution`, `width` (one value or several) and `num_classes` select the keys as the
+    service's query parameters of the same names do.
+
+    Threads and execution provider come from the device as the server stores it (they are part of
+    what the device is); `threads`, when given, is what the caller expects and a device with another
+    count is refused before anything is measured. `require_this_machine` refuses a device registered
+    as another machine (for `hwnas lut profile`, which measures on the machine it runs on).
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches must be at least 1, got {max_batches}")
+    base = device_path(device)
+    info = api.get_json(base)
+    if threads is not None and threads != int(info["threads"]):
+        raise AgentError(
+            f"device {device!r} is timed with {info['threads']} thread(s), not {threads}: another thread count is "
+            "another device (register it with its own name and --threads)"
+        )
+    threads = int(info["threads"])
+    provider = str(info.get("execution_provider") or "CPUExecutionProvider")
+    if require_this_machine and (info.get("facts") or {}).get(THIS_MACHINE_FACT) != platform.node():
+        raise AgentError(
+            f"device {device!r} is not this machine ({platform.node()}), so it cannot be profiled here; run "
+            f"`hwnas agent --device {device}` on the device itself, or get a kit: `hwnas lut kit {device} -o kit.zip`"
+        )
+    if provider not in ort.get_available_providers():
+        raise AgentError(
+            f"device {device!r} runs {provider}, which this onnxruntime lacks "
+            f"({', '.join(ort.get_available_providers())})"
+        )
+    params = space_params(space, resolution, width, num_classes)
+    started = time.perf_counter()
+    first = api.get_json(f"{base}/lut/missing", params={**params, "limit": batch})
+    total_keys = int(first["total_keys"])
+    missing_at_start = int(first["total_missing"])
+    keys: list[str] = list(first["keys"])
+    missing_now = missing_at_start
+    measured = batches = 0
+    stopped = False
+
+    def post(measurements: list[dict[str, Any]]) -> None:
+        nonlocal measured, batches, missing_now
+        answer = api.post_json(f"{base}/lut", {"measurements": measurements, "threads": threads}, params=params)
+        measured += len(measurements)
+        batches += 1
+        coverage = answer.get("coverage") if isinstance(answer, dict) else None
+        if coverage:
+            missing_now = int(coverage["missing"])
+
+    while keys:
+        done: list[dict[str, Any]] = []
+        try:
+            for key in keys:
+                if stop is not None and stop.is_set():
+                    stopped = True
+                    break
+                done.append(measure_served_key(api, device, key, threads, policy, provider))
+                if progress is not None:
+                    progress(measured + len(done), missing_at_start, key)
+        except KeyboardInterrupt:
+            if done:
+                post(done)  # what this batch measured is kept; the rest stays missing
+            raise
+        if done:
+            post(done)
+        if stopped or (max_batches is not None and batches >= max_batches):
+            stopped = missing_now > 0
+            break
+        answer = api.get_json(f"{base}/lut/missing", params={**params, "limit": batch})
+        missing_now = int(answer["total_missing"])
+        keys = list(answer["keys"])
+        if set(keys) & {m["key"] for m in done}:
+            raise AgentError("the server still lists keys it just stored as missing; stopping instead of looping")
+    return AgentSummary(
+        device=device,
+        total_keys=total_keys,
+        measured=measured,
+        batches=batches,
+        missing_at_start=missing_at_start,
+        missing_now=missing_now,
+        seconds=time.perf_counter() - started,
+        stopped=stopped,
+    )
