@@ -12,6 +12,7 @@ as 404, exactly like one that does not exist.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from api.auth import Key, owner_filter
+from api.paging import Offset
 from api.problems import Problem
 from nas.store import Architecture, ArchitectureNotFoundError, ArchitectureRepository, KeyIdentity, session_scope
 from search_spaces.arch_spec import ArchSpec
@@ -37,6 +39,18 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
 ArchitectureId = Annotated[str, PathParam(description="the architecture's id", max_length=64)]
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None: JSON has no such numbers (a browser's
+    JSON.parse refuses them, and Starlette refuses to encode them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def spec_string(spec: dict[str, Any]) -> str:
     """The short readable form of a stored spec (`ir_k5_s2_e72_c40_se_hs ...`); '' if it no longer parses."""
     try:
@@ -52,21 +66,23 @@ def architecture_links(public_id: str) -> dict[str, str]:
 
 def architecture_summary(row: Architecture) -> dict[str, Any]:
     """An architecture as lists show it (no spec JSON)."""
-    return {
-        "id": row.public_id,
-        "role": row.role,
-        "search_id": row.search.public_id if row.search is not None else None,
-        "arch_hash": row.arch_hash,
-        "spec_string": spec_string(row.spec),
-        "accuracy": row.accuracy,
-        "predicted_ms": row.predicted_ms,
-        "measured_ms": row.measured_ms,
-        "params": row.params,
-        "madds": row.madds,
-        "created_at": row.created_at,
-        "files": sorted(kind for kind in ARTIFACTS if kind in (row.files or {})),
-        "links": architecture_links(row.public_id),
-    }
+    return json_safe(
+        {
+            "id": row.public_id,
+            "role": row.role,
+            "search_id": row.search.public_id if row.search is not None else None,
+            "arch_hash": row.arch_hash,
+            "spec_string": spec_string(row.spec),
+            "accuracy": row.accuracy,
+            "predicted_ms": row.predicted_ms,
+            "measured_ms": row.measured_ms,
+            "params": row.params,
+            "madds": row.madds,
+            "created_at": row.created_at,
+            "files": sorted(kind for kind in ARTIFACTS if kind in (row.files or {})),
+            "links": architecture_links(row.public_id),
+        }
+    )
 
 
 def architecture_resource(row: Architecture) -> dict[str, Any]:
@@ -91,7 +107,7 @@ def list_architectures(
     request: Request,
     identity: Key,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     owner = owner_filter(identity)
     with session_scope(request.app.state.sessions) as session:

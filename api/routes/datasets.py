@@ -24,6 +24,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
 from api.auth import Key, owner_filter
+from api.paging import Offset
 from api.problems import Problem
 from api.uploads import Upload, receive_upload
 from nas.datasets import DatasetError, ImageDataset, load_imagefolder_zip, load_npz
@@ -156,7 +157,7 @@ def list_datasets(
     request: Request,
     identity: Key,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     owner = owner_filter(identity)
     with session_scope(request.app.state.sessions) as session:

@@ -39,6 +39,7 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from api.auth import Key
+from api.paging import Offset
 from api.problems import Problem
 from latency_lut.device import DEVICE_NAME_RE, Device
 from latency_lut.kit import KitImportError
@@ -325,7 +326,7 @@ def lut_entries(
     request: Request,
     _: Key,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     with session_scope(_sessions(request)) as session:
         row = DeviceRepository(session).require(name)
@@ -361,7 +362,7 @@ def lut_missing(
     width: WidthQuery = None,
     num_classes: ClassesQuery = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     chosen = chosen_space(space, resolution, width, num_classes)
     keys = chosen.block_keys()

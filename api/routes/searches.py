@@ -32,8 +32,9 @@ from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Key, owner_filter
+from api.paging import MAX_EVENT_ID, EventAfter, Offset
 from api.problems import Problem
-from api.routes.architectures import architecture_links, spec_string
+from api.routes.architectures import architecture_links, json_safe, spec_string
 from nas.datasets import BUILTIN_DATASETS, DatasetError
 from nas.search.request import SearchRequest
 from nas.store import (
@@ -67,7 +68,11 @@ CandidateSort = Literal["accuracy", "-accuracy", "predicted_ms", "-predicted_ms"
 
 
 class SearchSubmission(SearchRequest):
-    """The body of `POST /v1/searches`: a `SearchRequest` whose dataset is a name or an uploaded id."""
+    """The body of `POST /v1/searches`: a `SearchRequest` whose dataset is a name or an uploaded id.
+
+    Numbers and flags are strict: `"8"` or `true` for `budget_ms` is a client's mistake worth a 422,
+    not something to guess at (integers are fine where a number is expected).
+    """
 
     dataset: str = Field(
         min_length=1,
@@ -75,6 +80,12 @@ class SearchSubmission(SearchRequest):
         description="'digits', 'synthetic[:opts]' (e.g. synthetic:classes=4,per_class=20), or the id of a "
         "dataset uploaded with POST /v1/datasets",
     )
+    budget_ms: float = Field(gt=0, strict=True, description="latency budget on the device, milliseconds")
+    seed: int = Field(default=0, ge=0, lt=2**31, strict=True)
+    resolution: int = Field(default=32, ge=16, le=320, strict=True, description="input resolution")
+    netadapt: bool = Field(default=True, strict=True, description="shrink the best candidate with NetAdapt")
+    baseline: bool = Field(default=True, strict=True, description="train MobileNetV3-Small scaled to the budget")
+    max_over_budget_ratio: float = Field(default=1.25, ge=1.0, le=10.0, strict=True)
 
 
 # --- resources ---------------------------------------------------------------------------------------
@@ -167,37 +178,41 @@ def search_resource(row: Search, session: Session | None = None) -> dict[str, An
             }
             for architecture in ArchitectureRepository(session).for_search(row.id)
         ]
-    return resource
+    return json_safe(resource)
 
 
 def candidate_resource(candidate: CandidateRecord) -> dict[str, Any]:
-    return {
-        "id": candidate.id,
-        "arch_hash": candidate.arch_hash,
-        "phase": candidate.phase,
-        "status": candidate.status,
-        "predicted_ms": candidate.predicted_ms,
-        "accuracy": candidate.accuracy,
-        "accuracies": list(candidate.accuracies),
-        "params": candidate.params,
-        "madds": candidate.madds,
-        "train_seconds": candidate.train_seconds,
-        "spec": spec_string(candidate.spec),
-        "trial_id": candidate.trial_id,
-        "error": candidate.error,
-        "created_at": candidate.created_at,
-    }
+    return json_safe(
+        {
+            "id": candidate.id,
+            "arch_hash": candidate.arch_hash,
+            "phase": candidate.phase,
+            "status": candidate.status,
+            "predicted_ms": candidate.predicted_ms,
+            "accuracy": candidate.accuracy,
+            "accuracies": list(candidate.accuracies),
+            "params": candidate.params,
+            "madds": candidate.madds,
+            "train_seconds": candidate.train_seconds,
+            "spec": spec_string(candidate.spec),
+            "trial_id": candidate.trial_id,
+            "error": candidate.error,
+            "created_at": candidate.created_at,
+        }
+    )
 
 
 def event_resource(event: EventRecord) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "kind": event.kind,
-        "level": event.level,
-        "message": event.message,
-        "data": event.data,
-        "created_at": event.created_at,
-    }
+    return json_safe(
+        {
+            "id": event.id,
+            "kind": event.kind,
+            "level": event.level,
+            "message": event.message,
+            "data": event.data,
+            "created_at": event.created_at,
+        }
+    )
 
 
 def visible_search(session: Session, public_id: str, identity: KeyIdentity) -> Search:
@@ -278,7 +293,7 @@ def list_searches(
     request: Request,
     identity: Key,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     status: Annotated[list[SearchStatus] | None, Query(description="repeatable")] = None,
 ) -> dict[str, Any]:
     owner = owner_filter(identity)
@@ -302,7 +317,7 @@ def list_candidates(
     request: Request,
     identity: Key,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     sort: Annotated[CandidateSort, Query(description="a leading '-' sorts descending; no accuracy sorts last")] = (
         "created_at"
     ),
@@ -385,7 +400,7 @@ def _poll(sessions: sessionmaker[Session], search_id: int, after: int, limit: in
 def sse_message(event: str, data: Any, event_id: int | None = None) -> str:
     """One Server-Sent Event. `data` is JSON on one line, so a single `data:` field carries it."""
     lines = [] if event_id is None else [f"id: {event_id}"]
-    lines += [f"event: {event}", f"data: {json.dumps(jsonable_encoder(data), separators=(',', ':'))}"]
+    lines += [f"event: {event}", f"data: {json.dumps(json_safe(jsonable_encoder(data)), separators=(',', ':'))}"]
     return "\n".join(lines) + "\n\n"
 
 
@@ -426,7 +441,7 @@ def _resume_point(after: int, last_event_id: str | None) -> int:
     if last_event_id is None or not last_event_id.strip():
         return after
     value = last_event_id.strip()
-    if not value.isdigit():
+    if not value.isdigit() or int(value) > MAX_EVENT_ID:
         raise Problem(422, f"Last-Event-ID must be an event id (a non-negative integer), got {value!r}",
                       field="Last-Event-ID")  # fmt: skip
     return int(value)
@@ -441,7 +456,7 @@ async def search_events(
     search_id: SearchId,
     request: Request,
     identity: Key,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    after: EventAfter = 0,
     format: Annotated[Literal["sse", "json"], Query(description="sse: a live stream; json: a list")] = "sse",
     limit: Annotated[int, Query(ge=1, le=1000, description="format=json: at most this many")] = 500,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from nas.datasets.dataset import MIN_RESOLUTION, DatasetError, ImageDataset, validate_dataset
+from nas.datasets.dataset import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_IMAGES,
+    MIN_RESOLUTION,
+    DatasetError,
+    ImageDataset,
+    validate_dataset,
+)
 from nas.datasets.resize import resize_uint8
 
 # Gratings summed per class: enough that two classes rarely look alike, few enough to stay smooth.
@@ -24,6 +31,7 @@ _AMPLITUDE_JITTER = 0.5  # so no single grating decides the class alone
 _DISTRACTORS = 1  # random gratings unrelated to the class, added to every image
 _RENDER_CHUNK = 1024  # images rendered at a time, bounding float64 temporaries
 _DIGITS_MAX_VALUE = 16  # load_digits stores ink as 0..16
+_DIGITS_IMAGES = 1797
 
 
 def synthetic_dataset(
@@ -53,6 +61,7 @@ def synthetic_dataset(
     if channels not in (1, 3):
         raise DatasetError(f"synthetic: channels must be 1 or 3, got {channels}")
     _check_resolution("synthetic", resolution)
+    _check_size("synthetic", num_classes * per_class, channels, resolution)
     if noise < 0:
         raise DatasetError(f"synthetic: noise must be non-negative, got {noise}")
 
@@ -144,6 +153,7 @@ def digits_dataset(resolution: int = 32, channels: int = 1) -> ImageDataset:
     if channels not in (1, 3):
         raise DatasetError(f"digits: channels must be 1 or 3, got {channels}")
     _check_resolution("digits", resolution)
+    _check_size("digits", _DIGITS_IMAGES, channels, resolution)
     from sklearn.datasets import load_digits  # heavy import, paid only by those who use digits
 
     bunch = load_digits()
@@ -160,3 +170,13 @@ def digits_dataset(resolution: int = 32, channels: int = 1) -> ImageDataset:
 def _check_resolution(name: str, resolution: int) -> None:
     if resolution < MIN_RESOLUTION:
         raise DatasetError(f"{name}: resolution must be at least {MIN_RESOLUTION}, got {resolution}")
+
+
+def _check_size(name: str, images: int, channels: int, resolution: int) -> None:
+    """The limits uploads have, checked before anything is allocated (specs arrive from API clients)."""
+    if images > DEFAULT_MAX_IMAGES:
+        raise DatasetError(f"{name}: {images} images, more than the limit of {DEFAULT_MAX_IMAGES}")
+    pixels = images * channels * resolution * resolution
+    if pixels > DEFAULT_MAX_BYTES:
+        raise DatasetError(f"{name}: {images} images at {resolution}x{resolution}x{channels} take {pixels} bytes, "
+                           f"more than the limit of {DEFAULT_MAX_BYTES}")  # fmt: skip

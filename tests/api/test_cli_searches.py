@@ -21,6 +21,8 @@ from search_spaces.arch_spec import ArchSpec
 from tests.api.search_helpers import fastest_ms
 
 runner = CliRunner()
+# The tiny space on a dataset whose 3 classes the LUT of device "local" covers (so budgets are checked).
+TINY = ["--space", "api_tiny", "--resolution", "16", "--dataset", "synthetic:classes=3,per_class=24,resolution=16"]
 
 
 @pytest.fixture
@@ -129,54 +131,24 @@ def test_cancel_from_the_command_line(cli, search_server) -> None:
     assert "was cancelled" in watched.output
 
 
+SUBMIT = ["search", "submit", "--device", "local"]
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["search", "submit", "--device", "local", "--budget-ms", "-1"], "budget_ms"),
+        ([*SUBMIT, "--budget-ms", "-1"], "budget_ms"),
         (["search", "submit", "--device", "nope", "--budget-ms", "5"], "no device named 'nope'"),
-        (["search", "submit", "--device", "local", "--budget-ms", "5", "--dataset", "gone.npz"], "no such file"),
-        (
-            [
-                "search",
-                "submit",
-                "--device",
-                "local",
-                "--budget-ms",
-                "5",
-                "--space",
-                "api_tiny",
-                "--resolution",
-                "16",
-                "--dataset",
-                "imagenet",
-            ],
-            "unknown dataset",
-        ),  # fmt: skip
-        (
-            [
-                "search",
-                "submit",
-                "--device",
-                "local",
-                "--budget-ms",
-                "1e-9",
-                "--space",
-                "api_tiny",
-                "--resolution",
-                "16",
-            ],
-            "smallest latency",
-        ),  # fmt: skip
+        ([*SUBMIT, "--budget-ms", "5", "--dataset", "gone.npz"], "no such file"),
+        ([*SUBMIT, "--budget-ms", "5", *TINY[:4], "--dataset", "imagenet"], "unknown dataset"),
+        ([*SUBMIT, "--budget-ms", "1e-9", *TINY], "smallest latency"),
         (["search", "show", "nope"], "no search with id 'nope'"),
         (["search", "watch", "nope"], "no search with id 'nope'"),
         (["search", "candidates", "nope"], "no search"),
         (["search", "candidates", "nope", "--sort", "size"], "sort"),
         (["arch", "show", "nope"], "no architecture"),
         (["dataset", "upload", "missing.npz"], "no such file"),
-        (
-            ["search", "run", "--device", "local", "--budget-ms", "1e-9", "--space", "api_tiny", "--resolution", "16"],
-            "smallest latency",
-        ),  # fmt: skip
+        (["search", "run", "--device", "local", "--budget-ms", "1e-9", *TINY], "smallest latency"),
     ],
 )
 def test_failures_are_one_line_and_exit_2(cli, args, words) -> None:
@@ -192,3 +164,32 @@ def test_a_bad_upload_reports_the_servers_reason(cli, tmp_path: Path) -> None:
 def test_no_server_or_a_bad_key_is_a_clear_message(cli) -> None:
     assert "cannot reach the hwnas server" in failed(cli("search", "list", env={"HWNAS_SERVER": "http://127.0.0.1:9"}))
     assert "401" in failed(cli("search", "list", env={"HWNAS_API_KEY": "hwnas_nope_nope"}))
+
+
+def test_search_run_works_in_process_without_a_server(
+    api_search_space, api_search_lut, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hwnas search run`: the search runs in this process on the database directly (its own SQLite)."""
+    from nas.latency import add_device, open_sessions, store_lut_entries
+    from search_spaces import space as space_module
+
+    monkeypatch.setitem(space_module.SPACES, api_search_space.name, api_search_space)
+    monkeypatch.setenv(DATABASE_URL_ENV, f"sqlite:///{tmp_path / 'run.db'}")
+    monkeypatch.setenv("HWNAS_ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("HWNAS_SERVER", "http://127.0.0.1:9")  # no server is needed, nor reached
+    monkeypatch.chdir(tmp_path)
+    for console in (cli_common.console, cli_common.err_console):
+        monkeypatch.setattr(console, "_width", 160)
+    sessions = open_sessions()
+    add_device(sessions, "local", threads=1)
+    store_lut_entries(sessions, "local", api_search_lut)
+    from nas.latency import load_predictor
+    from search_spaces.space import get_space
+
+    space = get_space("api_tiny").with_options(resolutions=[16], num_classes=3)
+    budget = 2.0 * load_predictor(sessions, "local", space).pricer(space).fastest()[0]
+    result = runner.invoke(app, ["search", "run", "--device", "local", "--budget-ms", f"{budget:.6f}",
+                                 "--effort", "smoke", *TINY])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "hwnas winner" in result.stdout and "winner artifacts (spec.json, model.onnx, weights.pt)" in result.stdout
+    assert len(list((tmp_path / "artifacts").rglob("model.onnx"))) == 2  # winner and baseline

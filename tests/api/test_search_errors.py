@@ -37,6 +37,11 @@ def stored_searches(server) -> int:
         ({"dataset": None}, "dataset"),
         ({"budget_ms": "eight"}, "budget_ms"),
         ({"budget_ms": [8]}, "budget_ms"),
+        ({"budget_ms": "8"}, "budget_ms"),  # numbers and flags are strict
+        ({"budget_ms": True}, "budget_ms"),
+        ({"seed": True}, "seed"),
+        ({"resolution": "16"}, "resolution"),
+        ({"netadapt": 1}, "netadapt"),
         ({"budget_ms": 0}, "budget_ms"),
         ({"budget_ms": -3.5}, "budget_ms"),
         ({"device": 7}, "device"),
@@ -132,6 +137,8 @@ def test_a_remote_device_whose_lut_misses_keys_is_422_with_the_count_and_how_to_
         ("synthetic:classes=many", 422),
         ("synthetic:colour=red", 422),
         ("synthetic:classes=1", 422),
+        ("synthetic:classes=1000,per_class=1000", 422),  # refused before anything is allocated
+        ("digits:resolution=4000", 422),
         ("0123456789abcdef0123456789abcdef", 404),
     ],
 )
@@ -250,3 +257,23 @@ def test_the_empty_lists_are_pages(search_server) -> None:
             assert client.get(path, params={"limit": 5, "offset": 10}).json() == {
                 "items": [], "total": 0, "limit": 5, "offset": 10
             }  # fmt: skip
+
+
+def test_stored_non_finite_numbers_read_as_null(search_server, queued) -> None:
+    """NaN has no JSON spelling: a candidate holding one is served with null, never a 500."""
+    from nas.store import CandidateData, CandidateRepository
+
+    with session_scope(search_server.sessions) as session:
+        search = SearchRepository(session).require(queued)
+        for index, accuracy in enumerate((0.5, float("nan"))):
+            CandidateRepository(session).add(search.id, CandidateData(
+                arch_hash=f"{index:064d}", spec={}, phase="search", status="completed", predicted_ms=1.0 + index,
+                params=10, madds=100, accuracy=accuracy, train_seconds=float("inf"),
+            ))  # fmt: skip
+    with search_server.client() as client:
+        page = client.get(f"/v1/searches/{queued}/candidates", params={"sort": "-accuracy"})
+        front = client.get(f"/v1/searches/{queued}/pareto")
+    assert page.status_code == 200, page.text
+    assert sorted(c["accuracy"] or 0 for c in page.json()["items"]) == [0, 0.5]  # NaN sorts by backend
+    assert all(c["train_seconds"] is None and c["spec"] == "" for c in page.json()["items"])
+    assert front.status_code == 200 and [c["accuracy"] for c in front.json()["items"]] == [0.5]

@@ -144,7 +144,8 @@ def test_submit_follow_inspect_and_download_the_winner(search_server, tmp_path) 
     # --- the result and the winner's downloads -------------------------------------------------------
     result = final["result"]
     winner_id = final["winner_id"]
-    assert winner_id and result["winner"]["architecture_id"] == winner_id and final["links"]["winner"].endswith(winner_id)
+    assert winner_id and result["winner"]["architecture_id"] == winner_id
+    assert final["links"]["winner"] == f"/v1/architectures/{winner_id}"
     assert final["baseline_id"] and result["baseline"]["architecture_id"] == final["baseline_id"]
     assert "artifact_dir" not in json.dumps(final)  # no server paths
     assert {a["role"] for a in final["architectures"]} == {"winner", "baseline"}
@@ -238,3 +239,83 @@ def test_cancel_a_running_and_a_queued_search(search_server) -> None:
         assert again.status_code == 409 and again.json()["status_now"] == "cancelled"
     assert alice.get(f"/v1/searches/{queued['id']}").json()["started_at"] is None
     assert alice.get("/v1/searches", params={"status": "cancelled"}).json()["total"] == 2
+
+
+def test_the_event_stream_step_by_step(search_server, monkeypatch) -> None:
+    """The SSE protocol on a search a stand-in worker advances by hand: stored events with their ids,
+    a `progress` event on every change, keep-alive comments while nothing happens, resuming after
+    Last-Event-ID on a new connection, and `end` once the search finished and everything was sent."""
+    import httpx
+
+    from api.routes import searches as searches_route
+    from nas.store import DeviceRepository, EventRepository
+
+    monkeypatch.setattr(searches_route, "KEEPALIVE_S", 0.4)
+    alice = search_server.tokens["alice"].split("_")[1]
+    with session_scope(search_server.sessions) as session:
+        repository = SearchRepository(session)
+        row = repository.create(
+            device_id=DeviceRepository(session).require("local").id, space="api_tiny", dataset=DATASET,
+            budget_ms=1.0, strategy="random", request=search_body(), owner=alice, trials_total=4,
+        )  # fmt: skip
+        search_id, internal = row.public_id, row.id
+        # Claimed in the same transaction: the embedded worker never sees it queued.
+        assert repository.claim_next("stand-in", stale_after_s=600).public_id == search_id
+        first = EventRepository(session).add(internal, "start", "started by hand")
+
+    def write(progress: float | None = None, kind: str | None = None, finish: bool = False) -> int | None:
+        with session_scope(search_server.sessions) as session:
+            if progress is not None:
+                SearchRepository(session).update_progress(search_id, "stand-in", phase="search", progress=progress,
+                                                          trials_done=2)  # fmt: skip
+            event_id = EventRepository(session).add(internal, kind, f"{kind} by hand") if kind else None
+            if finish:
+                SearchRepository(session).finish(search_id, "stand-in", "succeeded", result={"trials": 2})
+            return event_id
+
+    url = f"{search_server.url}/v1/searches/{search_id}/events"
+    with httpx.stream("GET", url, headers=search_server.headers("alice"), timeout=30) as response:
+        items = _sse_items(response.iter_lines())
+        assert next(items) == ("retry", "1000")
+        start = next(items)
+        assert (start.id, start.event, start.data["message"]) == (first, "start", "started by hand")
+        update = next(items)
+        assert (update.id, update.event, update.data["status"], update.data["progress"]) == (
+            None, "progress", "running", 0.0
+        )  # fmt: skip
+        assert next(items) == ("comment", "keep-alive")  # nothing happened for KEEPALIVE_S
+        second = write(progress=0.5, kind="trial")
+        trial, update = next(items), next(items)
+        assert (trial.id, trial.event) == (second, "trial")
+        assert (update.event, update.data["progress"], update.data["trials_done"]) == ("progress", 0.5, 2)
+    # The client went away; more happens; a new connection resumes after the last id it saw.
+    third = write(kind="done", finish=True)
+    resumed = read_sse(url, {**search_server.headers("alice"), "Last-Event-ID": str(second)})
+    assert [(m.id, m.event) for m in resumed.messages] == [(third, "done"), (None, "progress"), (None, "end")]
+    assert resumed.messages[1].data["status"] == "succeeded" and resumed.messages[1].data["progress"] == 1.0
+    assert resumed.messages[2].data["status"] == "succeeded"
+    assert first < second < third
+
+
+def _sse_items(lines):
+    """A live SSE stream, item by item: ("retry", ms), ("comment", text) or an SseMessage."""
+    from tests.api.search_helpers import SseMessage
+
+    event, data, event_id = "message", [], None
+    for line in lines:
+        if line == "":
+            if data:
+                yield SseMessage(event, json.loads("\n".join(data)), event_id)
+            event, data, event_id = "message", [], None
+        elif line.startswith(":"):
+            yield ("comment", line[1:].strip())
+        else:
+            name, _, value = line.partition(": ")
+            if name == "retry":
+                yield ("retry", value)
+            elif name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+            elif name == "id":
+                event_id = int(value)
