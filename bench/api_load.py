@@ -12,13 +12,16 @@ The clients run in a separate process, so their own Python work does not share t
 Side by side, in the same run:
 
 - baseline: the same endpoints with 1 client (no queueing: the floor of each endpoint);
-- the load: the same endpoints with N clients, for `--seconds`;
-- floor of the stack: N clients on GET /v1/health (routing, one `SELECT 1`, JSON).
+- the load: N clients polling, each reading every endpoint once per `--interval` seconds (default 1:
+  what a dashboard or `hwnas search watch` does), for `--seconds`;
+- capacity: the same N clients with no pause between requests (saturation: what the service can
+  serve at most; latency there is queueing, N / throughput);
+- floor of the stack: N clients on GET /v1/health with no pause (routing, one `SELECT 1`, JSON).
 
 Target: no errors, p99 < 100 ms for the reads under load. Every request goes to 127.0.0.1; each
 phase ends after its time, and the search is cancelled before the service stops.
 
-    python -m bench.api_load [--clients 50] [--seconds 60] [--baseline-seconds 10] [--effort quick]
+    python -m bench.api_load [--clients 50] [--seconds 60] [--interval 1] [--baseline-seconds 10] [--effort quick]
 """
 
 from __future__ import annotations
@@ -55,11 +58,20 @@ class PhaseResult:
 
 
 async def _client(base_url: str, headers: dict[str, str], paths: list[tuple[str, str]], stop_at: float,
-                  offset: int, result: PhaseResult) -> None:  # fmt: skip
+                  offset: int, result: PhaseResult, interval: float, clients: int) -> None:  # fmt: skip
+    """One client. `interval` > 0: it polls every endpoint once per `interval` seconds (a round of
+    requests, then a pause until the next round; clients start spread over one interval); 0: it
+    sends the next request as soon as the last one answered (saturation)."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
         turn = offset
+        next_round = time.monotonic() + (interval * offset / clients if interval else 0.0)
         while time.monotonic() < stop_at:
+            if interval and turn % len(paths) == offset % len(paths):
+                await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+                next_round += interval
+                if time.monotonic() >= stop_at:
+                    break
             label, path = paths[turn % len(paths)]
             turn += 1
             started = time.perf_counter()
@@ -79,13 +91,15 @@ async def _client(base_url: str, headers: dict[str, str], paths: list[tuple[str,
 
 
 async def _phase(name: str, base_url: str, headers: dict[str, str], paths: list[tuple[str, str]], clients: int,
-                 seconds: float) -> PhaseResult:  # fmt: skip
+                 seconds: float, interval: float) -> PhaseResult:  # fmt: skip
     result = PhaseResult(name, clients, seconds)
     for label, _ in paths:
         result.latencies_ms[label] = []
     stop_at = time.monotonic() + seconds
     started = time.monotonic()
-    await asyncio.gather(*(_client(base_url, headers, paths, stop_at, i, result) for i in range(clients)))
+    await asyncio.gather(
+        *(_client(base_url, headers, paths, stop_at, i, result, interval, clients) for i in range(clients))
+    )
     result.seconds = time.monotonic() - started  # includes the requests in flight at the deadline
     return result
 
@@ -101,11 +115,12 @@ def _run_phase(conn, *args) -> None:  # noqa: ANN001 - a multiprocessing Connect
 
 
 def run_phase(name: str, base_url: str, headers: dict[str, str], paths: list[tuple[str, str]], clients: int,
-              seconds: float) -> PhaseResult:  # fmt: skip
+              seconds: float, interval: float = 0.0) -> PhaseResult:  # fmt: skip
     """One phase of load from a fresh child process; returns what its clients measured."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
-    process = context.Process(target=_run_phase, args=(child, name, base_url, headers, paths, clients, seconds))
+    arguments = (child, name, base_url, headers, paths, clients, seconds, interval)
+    process = context.Process(target=_run_phase, args=arguments)
     process.start()
     child.close()
     if not parent.poll(seconds + REQUEST_TIMEOUT_S + 60):
@@ -122,22 +137,9 @@ def run_phase(name: str, base_url: str, headers: dict[str, str], paths: list[tup
 
 
 def bench_space():
-    from search_spaces.space import SearchSpace, StageChoices
+    from search_spaces.space import tiny_space
 
-    return SearchSpace(
-        name=SPACE_NAME,
-        description="tiny space for the API load benchmark",
-        stem_channels=8,
-        stages=(StageChoices(16, 2, (1, 2)), StageChoices(24, 2, (1, 2))),
-        head_hidden_channels=32,
-        kernels=(3, 5),
-        expansions=(3, 6),
-        se_options=(False, True),
-        activations=("relu",),
-        widths=(1.0,),
-        resolutions=(RESOLUTION,),
-        num_classes=CLASSES,
-    )
+    return tiny_space(SPACE_NAME, resolution=RESOLUTION, num_classes=CLASSES)
 
 
 def start_service(workdir: Path):
@@ -249,6 +251,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients under load (1-500)")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the load phase (1-600)")
     parser.add_argument("--baseline-seconds", type=float, default=10.0, help="length of each baseline phase")
+    parser.add_argument("--interval", type=float, default=1.0,
+                        help="each client polls every endpoint once per this many seconds (0: no pause)")  # fmt: skip
     parser.add_argument("--effort", default="quick", help="effort preset of the running search")
     parser.add_argument("--dataset", default="synthetic:classes=3,per_class=120,resolution=16")
     args = parser.parse_args()
@@ -271,15 +275,17 @@ def main() -> None:
                     ("GET /v1/searches/{id}/events?format=json", f"/v1/searches/{search_id}/events?format=json"),
                 ]
                 health = [("GET /v1/health", "/v1/health")]
+                every = f"every {args.interval:g} s" if args.interval else "no pause"
                 plan = [
-                    ("baseline: 1 client", reads, 1, args.baseline_seconds),
-                    (f"load: {args.clients} clients", reads, args.clients, args.seconds),
-                    (f"floor: {args.clients} clients", health, args.clients, args.baseline_seconds),
+                    ("baseline: 1 client", reads, 1, args.baseline_seconds, 0.0),
+                    (f"load: {args.clients} clients, {every}", reads, args.clients, args.seconds, args.interval),
+                    (f"capacity: {args.clients} clients, no pause", reads, args.clients, args.baseline_seconds, 0.0),
+                    (f"floor: {args.clients} clients, no pause", health, args.clients, args.baseline_seconds, 0.0),
                 ]
                 phases = []
-                for name, paths, clients, seconds in plan:
+                for name, paths, clients, seconds, interval in plan:
                     before = search_state(http, search_id)
-                    phases.append(run_phase(name, running.url, headers, paths, clients, seconds))
+                    phases.append(run_phase(name, running.url, headers, paths, clients, seconds, interval))
                     after = search_state(http, search_id)
                     print(f"{name}: search {before[0]} with {before[1]} candidates / {before[2]} events before, "
                           f"{after[0]} with {after[1]} / {after[2]} after")  # fmt: skip

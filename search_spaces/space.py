@@ -489,6 +489,26 @@ SPACES: dict[str, SearchSpace] = {
 }
 
 
+def tiny_space(name: str = "tiny", resolution: int = 32, num_classes: int = 10, description: str = "") -> SearchSpace:
+    """A toy space for tests, benchmarks and smoke runs of the machinery (not for real searches): two
+    stages of 1-2 blocks, kernels 3/5, expansions 3/6, SE on/off, ReLU, one width. Its ~34 block keys
+    profile in about a second and its networks train in seconds at 16-32 px."""
+    return SearchSpace(
+        name=name,
+        description=description or "tiny two-stage space for tests and benchmarks",
+        stem_channels=8,
+        stages=(StageChoices(16, 2, (1, 2)), StageChoices(24, 2, (1, 2))),
+        head_hidden_channels=32,
+        kernels=(3, 5),
+        expansions=(3, 6),
+        se_options=(False, True),
+        activations=("relu",),
+        widths=(1.0,),
+        resolutions=(resolution,),
+        num_classes=num_classes,
+    )
+
+
 def get_space(name: str) -> SearchSpace:
     if name not in SPACES:
         raise KeyError(f"unknown search space {name!r}; known: {', '.join(SPACES)}")

@@ -77,22 +77,9 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 @pytest.fixture(scope="session")
 def tiny_lut_space():
     """A `SearchSpace` of two stages (1-2 blocks each), 2 kernels x 2 expansions x SE, one width, 32 px."""
-    from search_spaces.space import SearchSpace, StageChoices
+    from search_spaces.space import tiny_space
 
-    return SearchSpace(
-        name="tiny",
-        description="tiny test space",
-        stem_channels=8,
-        stages=(StageChoices(16, 2, (1, 2)), StageChoices(24, 2, (1, 2))),
-        head_hidden_channels=32,
-        kernels=(3, 5),
-        expansions=(3, 6),
-        se_options=(False, True),
-        activations=("relu",),
-        widths=(1.0,),
-        resolutions=(32,),
-        num_classes=10,
-    )
+    return tiny_space("tiny", resolution=32, num_classes=10)
 
 
 @pytest.fixture(scope="session")
@@ -133,8 +120,9 @@ def tiny_lut(tiny_lut_space, fast_policy):
 class LiveServer:
     """What a test needs to talk to the running service."""
 
-    def __init__(self, url: str, sessions, settings, tokens: dict[str, str]) -> None:
+    def __init__(self, url: str, sessions, settings, tokens: dict[str, str], app=None) -> None:
         self.url = url
+        self.app = app
         self.sessions = sessions
         self.settings = settings
         self.tokens = tokens  # "admin", "alice", "bob"
@@ -176,7 +164,7 @@ def live_server(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     running = serve_in_thread(app)
     try:
-        yield LiveServer(running.url, app.state.sessions, settings, tokens)
+        yield LiveServer(running.url, app.state.sessions, settings, tokens, app)
     finally:
         running.stop()
 
@@ -197,22 +185,9 @@ API_SEARCH_DATASET = "synthetic:classes=3,per_class=24,resolution=16"
 
 @pytest.fixture(scope="session")
 def api_search_space():
-    from search_spaces.space import SearchSpace, StageChoices
+    from search_spaces.space import tiny_space
 
-    return SearchSpace(
-        name="api_tiny",
-        description="tiny space for HTTP search tests",
-        stem_channels=8,
-        stages=(StageChoices(16, 2, (1, 2)), StageChoices(24, 2, (1, 2))),
-        head_hidden_channels=32,
-        kernels=(3, 5),
-        expansions=(3, 6),
-        se_options=(False, True),
-        activations=("relu",),
-        widths=(1.0,),
-        resolutions=(16,),
-        num_classes=3,
-    )
+    return tiny_space("api_tiny", resolution=16, num_classes=3)
 
 
 @pytest.fixture(scope="session")

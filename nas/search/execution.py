@@ -140,6 +140,12 @@ class StrategySearcher(Searcher):
         spec = adapt_spec(space.decode(genome))
         return {"genome": [int(g) for g in genome], "spec_json": spec.to_json()}
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to write: a search resumes by rebuilding the strategy from its stored candidates."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to read (see `save`)."""
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         from nas.strategies import Observation
 

@@ -87,7 +87,13 @@ class SearchRequest(BaseModel):
     reward: Literal["soft", "hard"] = "soft"
     netadapt: bool = True
     baseline: bool = True
-    max_over_budget_ratio: float = Field(default=1.25, ge=1.0, le=10.0)
+    max_over_budget_ratio: float = Field(
+        default=1.25,
+        ge=1.0,
+        le=10.0,
+        description="train candidates predicted up to this factor over budget (NetAdapt shrinks the winner); "
+        "without NetAdapt only candidates within budget are trained",
+    )
 
     @field_validator("budget_ms")
     @classmethod

@@ -222,7 +222,8 @@ def run_search(
         budget_ms=request.budget_ms,
         price=pricer.predict_ms,
         seed=request.seed,
-        max_over_budget_ratio=request.max_over_budget_ratio,
+        # Without NetAdapt nothing can shrink a candidate over the budget: training one is wasted.
+        max_over_budget_ratio=request.max_over_budget_ratio if request.netadapt else 1.0,
         reward_mode=request.reward,
         **strategy_kwargs,
     )
@@ -327,17 +328,20 @@ def run_search(
 
 
 def _choose_best(strategy: Any, request: SearchRequest) -> Observation | None:
-    """The search phase's pick. With NetAdapt, the best by MnasNet reward (NetAdapt shrinks it if it is
-    over budget); without, the most accurate completed candidate predicted within the budget (the soft
-    reward alone may pick one up to `max_over_budget_ratio` over), falling back to the reward's pick."""
-    if not request.netadapt:
-        feasible = [
-            o
-            for o in strategy.history
-            if o.status == "completed" and o.accuracy is not None and o.latency_ms <= request.budget_ms
-        ]
-        if feasible:
-            return max(feasible, key=lambda o: (o.accuracy, -o.latency_ms))
+    """The search phase's pick: the most accurate completed candidate predicted within the budget.
+
+    The MnasNet reward steers the search (a soft reward lets it explore networks slightly over the
+    budget), but what a user asked for is the best network *within* the budget, so a feasible
+    candidate always wins. Only when no completed candidate fits does the reward's pick go on to
+    NetAdapt, which shrinks it to the budget.
+    """
+    feasible = [
+        o
+        for o in strategy.history
+        if o.status == "completed" and o.accuracy is not None and o.latency_ms <= request.budget_ms
+    ]
+    if feasible:
+        return max(feasible, key=lambda o: (o.accuracy, -o.latency_ms))
     return strategy.best() or _best_partial(strategy.history, request)
 
 

@@ -36,3 +36,21 @@ def test_spaces_are_listed_and_an_unknown_one_is_404(live_server) -> None:
         assert detail["num_block_keys"] > 0 and detail["kernels"]
         missing = client.get("/v1/spaces/nope")
     assert missing.status_code == 404 and missing.json()["field"] == "name"
+
+
+def test_a_revoked_key_stops_working_once_its_cache_entry_expires(live_server) -> None:
+    import time
+
+    from api.auth import KeyCache
+    from nas.store import ApiKeyRepository, session_scope
+
+    live_server.app.state.key_cache = KeyCache(ttl_s=0.2)
+    with session_scope(live_server.sessions) as session:
+        identity, token = ApiKeyRepository(session).create("carol")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{live_server.url}/v1/spaces", headers=headers).status_code == 200
+    with session_scope(live_server.sessions) as session:
+        assert ApiKeyRepository(session).revoke(identity.key_id)
+    time.sleep(0.3)
+    response = httpx.get(f"{live_server.url}/v1/spaces", headers=headers)
+    assert response.status_code == 401 and response.json()["field"] == "Authorization"

@@ -13,7 +13,7 @@ from latency_lut.predictor import Calibration, LatencyPredictor, MissingKeysErro
 from latency_lut.profiler import measure_network, profile_keys
 from latency_lut.report import accuracy_report, score_predictions
 from latency_lut.table import LatencyTable, LutEntry, LutFormatError
-from search_spaces.space import SearchSpace, StageChoices
+from search_spaces.space import SearchSpace, StageChoices, tiny_space
 
 FAST = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=8, batch_runs=3, max_seconds=0.1)
 
@@ -31,20 +31,7 @@ PRICING_SPACE = SearchSpace(
     num_classes=10,
 )
 
-MEASURED_SPACE = SearchSpace(
-    name="measured",
-    description="tiny space profiled for real",
-    stem_channels=8,
-    stages=(StageChoices(16, 2, (1, 2)), StageChoices(24, 2, (1, 2))),
-    head_hidden_channels=32,
-    kernels=(3, 5),
-    expansions=(3, 6),
-    se_options=(False, True),
-    activations=("relu",),
-    widths=(1.0,),
-    resolutions=(32,),
-    num_classes=10,
-)
+MEASURED_SPACE = tiny_space("measured", resolution=32, num_classes=10)
 
 
 def _arithmetic_table(space: SearchSpace) -> LatencyTable:

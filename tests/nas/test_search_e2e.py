@@ -27,23 +27,10 @@ from nas.worker import DatabaseRecorder, run_worker
 from search_spaces import space as space_module
 from search_spaces.arch_spec import ArchSpec
 from search_spaces.builder import build_model
-from search_spaces.space import SearchSpace, StageChoices
+from search_spaces.space import SearchSpace, tiny_space
 
 DATASET = "synthetic:classes=3,per_class=24,resolution=16"
-TEST_SPACE = SearchSpace(
-    name="test_tiny",
-    description="tiny space for end-to-end tests",
-    stem_channels=8,
-    stages=(StageChoices(16, 2, (1, 2)), StageChoices(24, 2, (1, 2))),
-    head_hidden_channels=32,
-    kernels=(3, 5),
-    expansions=(3, 6),
-    se_options=(False, True),
-    activations=("relu",),
-    widths=(1.0,),
-    resolutions=(16,),
-    num_classes=3,
-)
+TEST_SPACE = tiny_space("test_tiny", resolution=16, num_classes=3)
 
 
 @pytest.fixture(autouse=True)
