@@ -16,12 +16,12 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
-from api.auth import Key, owner_filter
-from api.paging import Offset
+from api.auth import Key
+from api.paging import Limit, Offset, owned_page
 from api.problems import Problem
 from nas.store import Architecture, ArchitectureNotFoundError, ArchitectureRepository, KeyIdentity, session_scope
 from search_spaces.arch_spec import ArchSpec
@@ -106,15 +106,10 @@ def visible_architecture(repository: ArchitectureRepository, public_id: str, ide
 def list_architectures(
     request: Request,
     identity: Key,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    owner = owner_filter(identity)
-    with session_scope(request.app.state.sessions) as session:
-        repository = ArchitectureRepository(session)
-        items = [architecture_summary(row) for row in repository.list(owner=owner, limit=limit, offset=offset)]
-        total = repository.count(owner=owner)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return owned_page(request, identity, ArchitectureRepository, architecture_summary, limit, offset)
 
 
 @router.get("/v1/architectures/{architecture_id}", summary="One architecture: spec, latency, accuracy, links")

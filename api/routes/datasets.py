@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
 
-from api.auth import Key, owner_filter
-from api.paging import Offset
+from api.auth import Key
+from api.paging import Limit, Offset, owned_page
 from api.problems import Problem
 from api.uploads import Upload, receive_upload
 from nas.datasets import DatasetError, ImageDataset, load_imagefolder_zip, load_npz
@@ -156,15 +156,10 @@ async def upload_dataset(request: Request, response: Response, identity: Key) ->
 def list_datasets(
     request: Request,
     identity: Key,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    owner = owner_filter(identity)
-    with session_scope(request.app.state.sessions) as session:
-        repository = DatasetRepository(session)
-        items = [dataset_resource(row) for row in repository.list(owner=owner, limit=limit, offset=offset)]
-        total = repository.count(owner=owner)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return owned_page(request, identity, DatasetRepository, dataset_resource, limit, offset)
 
 
 @router.get("/v1/datasets/{dataset_id}", summary="One uploaded dataset")
