@@ -114,7 +114,24 @@ def fuzz_operation(operation, headers: dict[str, str], deadline: float, findings
     run()
 
 
+def _restore_default_floating_point_environment() -> None:
+    """Clear flush-to-zero / denormals-are-zero on this thread.
+
+    The LUT's timing sessions ask ONNX Runtime for `session.set_denormal_as_zero` (so timings never
+    hit the slow subnormal path); ORT sets those MXCSR bits on the calling thread, which in a full
+    test run is this one. Hypothesis then refuses to generate floats ("can't represent subnormal
+    floats"). glibc's `fesetenv(FE_DFL_ENV)` restores the default environment, MXCSR included.
+    """
+    import ctypes
+    import ctypes.util
+
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    fe_dfl_env = ctypes.c_void_p(-1)  # glibc: #define FE_DFL_ENV ((const fenv_t *) -1)
+    assert libm.fesetenv(fe_dfl_env) == 0
+
+
 def test_fuzzed_requests_get_no_5xx_and_problem_json_4xx(idle_worker, live_server, capsys) -> None:
+    _restore_default_floating_point_environment()
     schema = schemathesis.openapi.from_url(f"{live_server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 5, [f"{o.method} {o.path}" for o in operations]
