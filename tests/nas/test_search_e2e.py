@@ -219,20 +219,19 @@ def _run_with_measurement(tmp_path, tiny16_lut, request: SearchRequest, measure)
     return outcome, predictor, recorder
 
 
-def test_a_winner_measuring_over_budget_is_pruned_against_the_measurement(tmp_path, tiny16_lut) -> None:
+def test_a_winner_measuring_over_budget_is_pruned_against_the_measurement(tmp_path) -> None:
     """The widest network of the space is predicted exactly at the budget but measures 20% over:
-    NetAdapt goes on against the measurement until the *measured* latency fits."""
-    from latency_lut.device import Device
-    from latency_lut.kit_runner import TimingPolicy
-    from latency_lut.predictor import LatencyPredictor
-    from latency_lut.profiler import measure_key
-    from latency_lut.table import LatencyTable
-    from nas.search.runner import MemoryRecorder, _latency_function, _meet_measured_budget, load_split
-    from nas.strategies import make_strategy
+    NetAdapt goes on against the measurement until the *measured* latency fits.
 
-    fast = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=8, batch_runs=3, max_seconds=0.1)
-    predictor = LatencyPredictor(LatencyTable(Device(name="local"), tiny16_lut))
-    latency_of = _latency_function(predictor, lambda key: measure_key(key, 1, fast).median_ms)
+    Latency here is a MAdds model (deterministic, and shrinking with every pruned channel): this
+    tests the check's logic; real timings at 16 px are almost all per-layer overhead, which channel
+    pruning barely moves.
+    """
+    from nas.search.runner import MemoryRecorder, _meet_measured_budget, load_split
+    from nas.strategies import make_strategy
+    from search_spaces.counting import count_spec
+
+    latency_of = lambda spec: 1e-6 * count_spec(spec).madds  # noqa: E731
     population = TEST_SPACE.sample_population(64, np.random.default_rng(0), np.int64)
     widest = max((TEST_SPACE.decode(genome) for genome in population), key=latency_of)
     request = _request(budget_ms=latency_of(widest), baseline=False)
