@@ -402,6 +402,7 @@ def search_pareto(search_id: str, as_json: AsJson = False) -> None:
 
 
 def _search_summary(public_id: str) -> dict[str, Any]:
+    from api.routes.searches import search_status
     from nas.store import ArchitectureRepository, EventRepository, SearchRepository, session_scope
 
     with session_scope(sessions()) as session:
@@ -409,14 +410,7 @@ def _search_summary(public_id: str) -> dict[str, Any]:
         events = EventRepository(session).after(row.id, 0, 10_000)
         architectures = ArchitectureRepository(session).for_search(row.id)
         return {
-            "id": row.public_id,
-            "status": row.status,
-            "phase": row.phase,
-            "progress": row.progress,
-            "trials_done": row.trials_done,
-            "trials_total": row.trials_total,
-            "over_budget_skipped": row.over_budget_skipped,
-            "error": row.error,
+            **search_status(row),
             "result": row.result,
             "architectures": [
                 {"id": a.public_id, "role": a.role, "accuracy": a.accuracy, "predicted_ms": a.predicted_ms,

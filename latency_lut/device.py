@@ -12,6 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
+def check_device_name(value: str) -> str:
+    """`value` if it is a valid device name, else ValueError saying what a name may hold."""
+    if not DEVICE_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"device name {value!r} must start with a letter or digit and use only letters, digits, "
+            "'.', '_' or '-' (at most 100 characters)"
+        )
+    return value
+
+
 class Device(BaseModel):
     """A target device. Two devices differ whenever anything that changes latency differs.
 
@@ -30,12 +40,7 @@ class Device(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not DEVICE_NAME_RE.fullmatch(value):
-            raise ValueError(
-                f"device name {value!r} must start with a letter or digit and use only letters, digits, "
-                "'.', '_' or '-' (at most 100 characters)"
-            )
-        return value
+        return check_device_name(value)
 
 
 def this_machine_facts() -> dict[str, str]:

@@ -41,7 +41,7 @@ from starlette.datastructures import UploadFile
 from api.auth import Key
 from api.paging import Offset
 from api.problems import Problem
-from latency_lut.device import DEVICE_NAME_RE, Device
+from latency_lut.device import DEVICE_NAME_RE, Device, check_device_name
 from latency_lut.kit import KitImportError
 from latency_lut.kit_runner import QUICK_POLICY, TimingPolicy
 from latency_lut.table import LutEntry
@@ -96,12 +96,7 @@ class DeviceCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not DEVICE_NAME_RE.fullmatch(value):
-            raise ValueError(
-                f"device name {value!r} must start with a letter or digit and use only letters, digits, "
-                "'.', '_' or '-' (at most 100 characters)"
-            )
-        return value
+        return check_device_name(value)
 
     @field_validator("facts")
     @classmethod
