@@ -61,6 +61,49 @@ class Measurement:
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else math.inf
 
 
+def machine_environment(threads: int, provider: str = "CPUExecutionProvider") -> dict[str, str]:
+    """What a measurement was taken on: runtime, threads, CPU, and frequency/governor where readable.
+
+    Stored beside every lookup table entry and end-to-end measurement, so two figures can be
+    compared only when they were measured on the same thing. Standard library only (runs on phones).
+    """
+    import platform
+
+    env = {
+        "runtime": f"onnxruntime {ort.__version__}",
+        "execution_provider": provider,
+        "threads": str(threads),
+        "machine": platform.machine(),
+        "system": f"{platform.system()} {platform.release()}",
+        "cpu_count": str(os.cpu_count() or 0),
+    }
+    cpu = _first_cpuinfo_value(("model name", "Hardware", "Processor", "cpu model"))
+    if cpu:
+        env["cpu"] = cpu
+    cpufreq = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+    for name, field in (("scaling_governor", "governor"), ("scaling_cur_freq", "freq_khz"),
+                        ("scaling_max_freq", "max_freq_khz")):  # fmt: skip
+        with contextlib.suppress(OSError):
+            env[field] = (cpufreq / name).read_text().strip()[:40]
+    if "freq_khz" not in env:
+        mhz = _first_cpuinfo_value(("cpu MHz",))
+        if mhz:
+            env["freq_khz"] = str(int(float(mhz) * 1000)) if mhz.replace(".", "", 1).isdigit() else mhz
+    return env
+
+
+def _first_cpuinfo_value(fields: tuple[str, ...]) -> str | None:
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.strip() in fields and value.strip():
+            return value.strip()[:120]
+    return None
+
+
 def timing_session(
     onnx_model: bytes | str, threads: int, provider: str = "CPUExecutionProvider"
 ) -> ort.InferenceSession:
@@ -206,6 +249,7 @@ def results_payload(manifest: dict[str, Any], threads: int, results: dict[str, d
         "device": manifest["device"],
         "runtime_version": ort.__version__,
         "threads": threads,
+        "environment": machine_environment(threads, manifest["execution_provider"]),
         "results": ordered,
     }
 
