@@ -136,6 +136,8 @@ class LutEntry(Base):
     runtime_version: Mapped[str] = mapped_column(String(50))
     source: Mapped[str] = mapped_column(String(20))
     measured_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # What it was measured on (kit_runner.machine_environment); None for entries older than 0005.
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON_DOCUMENT)
 
     device: Mapped[Device] = relationship(back_populates="lut_entries")
 
@@ -161,6 +163,7 @@ class E2EMeasurement(Base):
     runtime_version: Mapped[str] = mapped_column(String(50))
     madds: Mapped[int] = mapped_column(BigInteger)
     measured_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON_DOCUMENT)
 
     device: Mapped[Device] = relationship(back_populates="e2e_measurements")
 
@@ -202,8 +205,9 @@ SearchStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 SEARCH_STATUSES: tuple[SearchStatus, ...] = get_args(SearchStatus)
 FINISHED_SEARCH_STATUSES: tuple[SearchStatus, ...] = ("succeeded", "failed", "cancelled")
 
-SearchPhase = Literal["queued", "search", "netadapt", "final", "done"]
-"""Where a search is: waiting, strategy trials, NetAdapt shrinking, training the winner, finished."""
+SearchPhase = Literal["queued", "search", "netadapt", "final", "waiting_device", "done"]
+"""Where a search is: waiting, strategy trials, NetAdapt shrinking, training the winner, waiting for a
+remote device to measure a network, finished."""
 SEARCH_PHASES: tuple[SearchPhase, ...] = get_args(SearchPhase)
 
 CandidatePhase = Literal["search", "netadapt", "final", "baseline"]
@@ -428,3 +432,49 @@ class Dataset(Base):
     num_images: Mapped[int] = mapped_column(Integer)
     image_shape: Mapped[list[int]] = mapped_column(JSON_LIST, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+# --- measurement jobs --------------------------------------------------------------------------------
+# A network the server wants timed end to end on a remote device (a search's winner, its baseline):
+# the device's agent (or a verification kit) answers it with a measurement.
+
+MeasurementJobStatus = Literal["pending", "done", "cancelled"]
+MEASUREMENT_JOB_STATUSES: tuple[MeasurementJobStatus, ...] = get_args(MeasurementJobStatus)
+
+MeasurementJobRole = Literal["winner", "baseline", "candidate"]
+MEASUREMENT_JOB_ROLES: tuple[MeasurementJobRole, ...] = get_args(MeasurementJobRole)
+
+
+class MeasurementJob(Base):
+    """One network to time on one device; answered once (median, spread, runs, environment)."""
+
+    __tablename__ = "measurement_jobs"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", MEASUREMENT_JOB_STATUSES), name="status_known"),
+        CheckConstraint(_one_of("role", MEASUREMENT_JOB_ROLES), name="role_known"),
+        CheckConstraint("median_ms IS NULL OR median_ms > 0", name="median_positive"),
+        CheckConstraint("iqr_ms IS NULL OR iqr_ms >= 0", name="iqr_non_negative"),
+        CheckConstraint("runs IS NULL OR runs >= 1", name="runs_positive"),
+        # "Pending jobs of this device, oldest first": what the agent polls.
+        Index("ix_measurement_jobs_device_id_status", "device_id", "status"),
+    )
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=_new_public_id)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    search_id: Mapped[int | None] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    arch_hash: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT)
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    answered_at: Mapped[datetime | None]
+    median_ms: Mapped[float | None] = mapped_column(Float)
+    iqr_ms: Mapped[float | None] = mapped_column(Float)
+    runs: Mapped[int | None] = mapped_column(Integer)
+    runtime_version: Mapped[str | None] = mapped_column(String(50))
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON_DOCUMENT)
+
+    device: Mapped[Device] = relationship()
+    search: Mapped[Search | None] = relationship()

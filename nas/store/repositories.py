@@ -7,6 +7,7 @@ rather than ORM rows, so the latency code never depends on SQLAlchemy.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ class LutEntryData:
     runtime_version: str
     source: LutSource
     measured_at: datetime | None = None
+    environment: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class E2EMeasurementData:
     runtime_version: str
     madds: int
     measured_at: datetime | None = None
+    environment: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,22 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _environment_counts(
+    session: Session, model: type[LutEntry] | type[E2EMeasurement], device_id: int
+) -> list[tuple[dict[str, Any] | None, int]]:
+    """Distinct `environment` documents of a device's rows, most frequent first.
+
+    Counted in Python: JSON is not comparable on SQLite and PostgreSQL alike, and a device has at
+    most a few thousand rows.
+    """
+    counts: dict[str, tuple[dict[str, Any] | None, int]] = {}
+    for environment in session.scalars(select(model.environment).where(model.device_id == device_id)):
+        document = dict(environment) if environment is not None else None
+        token = json.dumps(document, sort_keys=True)
+        counts[token] = (document, counts.get(token, (document, 0))[1] + 1)
+    return sorted(counts.values(), key=lambda item: -item[1])
 
 
 class DeviceRepository:
@@ -193,6 +212,7 @@ class LutRepository:
                 "runtime_version": entry.runtime_version,
                 "source": entry.source,
                 "measured_at": entry.measured_at or now,
+                "environment": entry.environment,
             }
             for entry in latest.values()
         ]
@@ -215,6 +235,7 @@ class LutRepository:
                 runtime_version=row.runtime_version,
                 source=cast(LutSource, row.source),  # the CHECK constraint keeps it one of these
                 measured_at=row.measured_at,
+                environment=dict(row.environment) if row.environment is not None else None,
             )
             for row in rows
         }
@@ -226,6 +247,10 @@ class LutRepository:
     def count(self, device_id: int) -> int:
         statement = select(func.count()).select_from(LutEntry).where(LutEntry.device_id == device_id)
         return self._session.scalar(statement) or 0
+
+    def environments(self, device_id: int) -> list[tuple[dict[str, Any] | None, int]]:
+        """Each distinct environment the table's entries were measured on, with its count."""
+        return _environment_counts(self._session, LutEntry, device_id)
 
     def delete_keys(self, device_id: int, keys: Iterable[str]) -> int:
         """Forget the given keys (e.g. measured with a stale runtime); returns how many were removed."""
@@ -258,6 +283,7 @@ class MeasurementRepository:
             "runtime_version": measurement.runtime_version,
             "madds": measurement.madds,
             "measured_at": measurement.measured_at or _now(),
+            "environment": measurement.environment,
         }
         _upsert(self._session, E2EMeasurement, [row], [E2EMeasurement.device_id, E2EMeasurement.arch_hash])
 
@@ -278,9 +304,14 @@ class MeasurementRepository:
                 runtime_version=row.runtime_version,
                 madds=row.madds,
                 measured_at=row.measured_at,
+                environment=dict(row.environment) if row.environment is not None else None,
             )
             for row in rows
         ]
+
+    def environments(self, device_id: int) -> list[tuple[dict[str, Any] | None, int]]:
+        """Each distinct environment the device's end-to-end measurements ran on, with its count."""
+        return _environment_counts(self._session, E2EMeasurement, device_id)
 
     def count(self, device_id: int) -> int:
         statement = select(func.count()).select_from(E2EMeasurement).where(E2EMeasurement.device_id == device_id)
