@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -138,6 +139,22 @@ def domain_problem(error: Exception) -> Problem | None:
         return Problem(422, str(error), field="budget_ms", fastest_ms=error.fastest_ms)
     if isinstance(error, MissingKeysError):
         missing = list(getattr(error, "missing", []) or [])
+        if error.space is not None and error.resolution is not None:
+            device = quote(error.device, safe="")
+            return Problem(
+                422,
+                str(error),
+                field="resolution",
+                missing_keys=len(missing),
+                missing_examples=missing[:5],
+                profile={
+                    "space": error.space,
+                    "resolution": error.resolution,
+                    "kit": f"/v1/devices/{device}/kit?space={error.space}&resolution={error.resolution}",
+                    "agent": f"hwnas agent --device {error.device} --space {error.space} "
+                    f"--resolution {error.resolution}",
+                },
+            )
         return Problem(
             422,
             f"{error} Profile them: run `hwnas agent --device <id>` on the device, or download "

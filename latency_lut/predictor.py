@@ -26,16 +26,33 @@ SCALE_RANGE = (0.1, 10.0)
 
 
 class MissingKeysError(LookupError):
-    """The lookup table lacks keys needed to price a network or a space."""
+    """The lookup table lacks keys needed to price a network or a space.
 
-    def __init__(self, device: str, missing: Sequence[str]) -> None:
+    With `space` and `resolution` (a search's deployment scope), the message names the scope to
+    profile and how: the agent on the device, or a kit for a device that cannot reach the server.
+    """
+
+    def __init__(
+        self, device: str, missing: Sequence[str], space: str | None = None, resolution: int | None = None
+    ) -> None:
         self.device = device
         self.missing = list(missing)
+        self.space = space
+        self.resolution = resolution
         shown = ", ".join(self.missing[:5]) + (" ..." if len(self.missing) > 5 else "")
-        super().__init__(
-            f"lookup table of device {device!r} lacks {len(self.missing)} key(s): {shown}; "
-            f"profile them with `hwnas lut profile {device}` or import a kit's results"
-        )
+        if space is not None and resolution is not None:
+            message = (
+                f"lookup table of device {device!r} lacks the deployment scope {space} at {resolution} px "
+                f"({len(self.missing)} key(s), e.g. {shown}); profile it on the device with `hwnas agent --device "
+                f"{device} --space {space} --resolution {resolution}`, or get a kit with `hwnas lut kit {device} "
+                f"--space {space} --resolution {resolution} -o kit.zip`, run it there and import its results"
+            )
+        else:
+            message = (
+                f"lookup table of device {device!r} lacks {len(self.missing)} key(s): {shown}; "
+                f"profile them with `hwnas lut profile {device}` or import a kit's results"
+            )
+        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def submit_search(
     predictor = load_predictor(sessions, request.device, space)
     missing = predictor.table.missing_keys(space.block_keys())
     if missing and not is_this_machine(device):
-        raise MissingKeysError(request.device, missing)
+        raise MissingKeysError(request.device, missing, space=request.space, resolution=request.resolution)
     if not missing:
         fastest_ms, _ = predictor.pricer(space).fastest()
         if request.budget_ms < fastest_ms:

@@ -269,5 +269,10 @@ class ArchSpec(_Frozen):
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
+    def with_resolution(self, resolution: int) -> ArchSpec:
+        """The same network fed `resolution` px images: the layers and weights do not change (global
+        pooling before the head), only the input size, the block keys and the latency do."""
+        return self.model_copy(update={"resolution": int(resolution)})
+
     def with_num_classes(self, num_classes: int) -> ArchSpec:
         return self.model_copy(update={"head": self.head.model_copy(update={"num_classes": num_classes})})

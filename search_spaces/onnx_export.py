@@ -81,12 +81,18 @@ def check_parity(
     seed: int = 0,
     batches: int = 2,
 ) -> ParityReport:
-    """Run the same random inputs through PyTorch and ONNX Runtime; report the largest difference."""
+    """Run the same random inputs through PyTorch and ONNX Runtime; report the largest difference.
+
+    `tolerance` holds for outputs of magnitude up to 1 and grows with the largest output: float32
+    sums over thousands of terms, added in another order, differ in their last bits (trained
+    networks at 128-224 px have logits of 10-30, where 1e-4 absolute is below float32's resolution
+    of the accumulated sums)."""
     generator = torch.Generator().manual_seed(seed)
     session = cpu_session(onnx_bytes)
     was_training = module.training
     module.eval()
     worst = 0.0
+    scale = 1.0
     try:
         with torch.no_grad():
             for _ in range(batches):
@@ -94,9 +100,10 @@ def check_parity(
                 expected = module(x).numpy()
                 actual = session.run(None, {INPUT_NAME: x.numpy()})[0]
                 worst = max(worst, float(np.max(np.abs(expected - actual))))
+                scale = max(scale, float(np.max(np.abs(expected))))
     finally:
         module.train(was_training)
-    return ParityReport(max_abs_diff=worst, tolerance=tolerance)
+    return ParityReport(max_abs_diff=worst, tolerance=tolerance * scale)
 
 
 def check_spec_parity(spec: ArchSpec, module: nn.Module | None = None, tolerance: float = 1e-4) -> ParityReport:

@@ -82,7 +82,20 @@ class SearchSubmission(SearchRequest):
     )
     budget_ms: float = Field(gt=0, strict=True, description="latency budget on the device, milliseconds")
     seed: int = Field(default=0, ge=0, lt=2**31, strict=True)
-    resolution: int = Field(default=32, ge=16, le=320, strict=True, description="input resolution")
+    resolution: int = Field(
+        default=32,
+        ge=16,
+        le=320,
+        strict=True,
+        description="deployment input resolution: latency, budget, export and reported accuracy",
+    )
+    train_resolution: int | None = Field(
+        default=None,
+        ge=16,
+        le=320,
+        strict=True,
+        description="resolution the search's trials train at (default min(resolution, 32)); at most resolution",
+    )
     netadapt: bool = Field(default=True, strict=True, description="shrink the best candidate with NetAdapt")
     baseline: bool = Field(default=True, strict=True, description="train MobileNetV3-Small scaled to the budget")
     max_over_budget_ratio: float = Field(default=1.25, ge=1.0, le=10.0, strict=True)

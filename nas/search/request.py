@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from search_spaces.space import SPACES
 
@@ -20,7 +20,10 @@ class EffortPreset(BaseModel):
 
     trials: int = Field(ge=1)
     epochs: int = Field(ge=1, description="training epochs per search trial (ASHA may stop a trial earlier)")
-    final_epochs: int = Field(ge=1, description="training of the winner and of the baseline")
+    final_epochs: int = Field(ge=1, description="training of the winner and of the baseline (training resolution)")
+    deploy_epochs: int = Field(
+        ge=0, description="fine-tuning of the winner and of the baseline at the deployment resolution"
+    )
     netadapt_epochs: int = Field(ge=0, description="fine-tuning of each NetAdapt proposal")
     netadapt_iterations: int = Field(ge=0)
     max_train_images: int | None = None
@@ -30,6 +33,7 @@ class EffortPreset(BaseModel):
 
 EFFORT_PRESETS: dict[str, EffortPreset] = {
     "smoke": EffortPreset(
+        deploy_epochs=1,
         trials=4,
         epochs=1,
         final_epochs=2,
@@ -40,6 +44,7 @@ EFFORT_PRESETS: dict[str, EffortPreset] = {
         sample_size=2,
     ),
     "quick": EffortPreset(
+        deploy_epochs=2,
         trials=12,
         epochs=3,
         final_epochs=8,
@@ -50,6 +55,7 @@ EFFORT_PRESETS: dict[str, EffortPreset] = {
         sample_size=2,
     ),
     "default": EffortPreset(
+        deploy_epochs=3,
         trials=24,
         epochs=5,
         final_epochs=15,
@@ -59,6 +65,7 @@ EFFORT_PRESETS: dict[str, EffortPreset] = {
         sample_size=3,
     ),
     "thorough": EffortPreset(
+        deploy_epochs=5,
         trials=80,
         epochs=8,
         final_epochs=40,
@@ -68,6 +75,11 @@ EFFORT_PRESETS: dict[str, EffortPreset] = {
         sample_size=5,
     ),
 }
+
+
+DEFAULT_TRAIN_RESOLUTION = 32
+"""Search trials train at this proxy size unless asked otherwise: on 2 cores a 32 px trial costs
+seconds, a 128 px one sixteen times more; the winner is then fine-tuned at the deployment size."""
 
 
 class SearchRequest(BaseModel):
@@ -82,7 +94,19 @@ class SearchRequest(BaseModel):
     strategy: StrategyName = "evolution"
     effort: EffortName = "default"
     seed: int = Field(default=0, ge=0, lt=2**31)
-    resolution: int = Field(default=32, ge=16, le=320, description="input resolution for training and latency")
+    resolution: int = Field(
+        default=32,
+        ge=16,
+        le=320,
+        description="deployment input resolution: latency, budget, export and reported accuracy",
+    )
+    train_resolution: int | None = Field(
+        default=None,
+        ge=16,
+        le=320,
+        description=f"resolution the search's trials train at (a proxy; default min(resolution, "
+        f"{DEFAULT_TRAIN_RESOLUTION})); at most `resolution`",
+    )
     widths: tuple[float, ...] | None = Field(default=None, description="width multipliers (default: the space's)")
     reward: Literal["soft", "hard"] = "soft"
     netadapt: bool = True
@@ -108,6 +132,24 @@ class SearchRequest(BaseModel):
         if value not in SPACES:
             raise ValueError(f"unknown search space {value!r}; known: {', '.join(SPACES)}")
         return value
+
+    @field_validator("train_resolution")
+    @classmethod
+    def _train_resolution_fits(cls, value: int | None, info: ValidationInfo) -> int | None:
+        resolution = info.data.get("resolution")
+        if value is not None and resolution is not None and value > resolution:
+            raise ValueError(
+                f"train_resolution {value} is above the deployment resolution {resolution}: "
+                "trials train at a proxy size no larger than the size the network ships at"
+            )
+        return value
+
+    @property
+    def proxy_resolution(self) -> int:
+        """The resolution search trials and NetAdapt's fine-tuning train at."""
+        if self.train_resolution is not None:
+            return self.train_resolution
+        return min(self.resolution, DEFAULT_TRAIN_RESOLUTION)
 
     @property
     def preset(self) -> EffortPreset:

@@ -22,8 +22,8 @@ import torch
 from latency_lut.kit_runner import TimingPolicy
 from latency_lut.predictor import LatencyPredictor, MissingKeysError
 from latency_lut.profiler import measure_network
-from nas.datasets import DatasetSplit, load_dataset, split_dataset
-from nas.evaluation.training import TrainingRecipe, train_and_evaluate
+from nas.datasets import DatasetSplit, ImageDataset, load_dataset, split_dataset
+from nas.evaluation.training import TrainingRecipe, evaluate_accuracy, fine_tune, train_and_evaluate
 from nas.search.execution import TrialRecord, TuneSettings, run_trials
 from nas.search.request import SearchRequest
 from nas.strategies import Observation, make_strategy
@@ -127,10 +127,15 @@ class MemoryRecorder:
 # --- set-up ------------------------------------------------------------------------------------------
 
 
-def load_split(request: SearchRequest) -> DatasetSplit:
-    """The request's dataset, split and resized; grayscale is repeated to RGB (the spaces take 3 channels)."""
-    dataset = load_dataset(request.dataset)
-    split = split_dataset(dataset, val_fraction=0.2, seed=request.seed, resolution=request.resolution)
+def load_split(
+    request: SearchRequest, resolution: int | None = None, dataset: ImageDataset | None = None
+) -> DatasetSplit:
+    """The request's dataset, split and resized to `resolution` (default: the deployment resolution);
+    grayscale is repeated to RGB (the spaces take 3 channels). The split depends only on the data and
+    the seed, so the training-resolution and deployment-resolution splits hold the same images."""
+    dataset = dataset if dataset is not None else load_dataset(request.dataset)
+    size = request.resolution if resolution is None else resolution
+    split = split_dataset(dataset, val_fraction=0.2, seed=request.seed, resolution=size)
     if split.in_channels == 3:
         return split
     repeat = lambda x: np.ascontiguousarray(np.repeat(x, 3, axis=1))  # noqa: E731
@@ -154,13 +159,13 @@ def search_space_for(request: SearchRequest, num_classes: int) -> SearchSpace:
     )
 
 
-def training_recipe(request: SearchRequest, epochs: int) -> TrainingRecipe:
+def training_recipe(request: SearchRequest, epochs: int, lr: float = 4e-3) -> TrainingRecipe:
     preset = request.preset
     return TrainingRecipe(
         epochs=epochs,
         batch_size=64,
         optimizer="adamw",
-        lr=4e-3,
+        lr=lr,
         weight_decay=0.02,
         label_smoothing=0.1,
         seed=request.seed,
@@ -194,7 +199,10 @@ def run_search(
         measure = lambda spec: measure_network(spec, threads, TimingPolicy()).median_ms  # noqa: E731
     started = time.perf_counter()
     preset = request.preset
-    split = load_split(request)
+    proxy = request.proxy_resolution
+    dataset = load_dataset(request.dataset)
+    # Trials train at the proxy resolution; latency is always priced at the deployment resolution.
+    split = load_split(request, proxy, dataset)
     space = search_space_for(request, split.num_classes)
     missing = predictor.table.missing_keys(space.block_keys())
     if missing:
@@ -205,9 +213,15 @@ def run_search(
         raise BudgetUnreachableError(request.budget_ms, fastest_ms, predictor.table.device.name)
     recorder.event(
         "start",
-        f"{request.strategy} search of {space.name} at {request.resolution}px for {split.name} "
+        f"{request.strategy} search of {space.name} for {split.name} at {request.resolution} px "
+        f"(trials train at {proxy} px) "
         f"({split.num_classes} classes), budget {request.budget_ms:g} ms on {predictor.table.device.name}",
-        {"fastest_ms": fastest_ms, "trials": preset.trials},
+        {
+            "fastest_ms": fastest_ms,
+            "trials": preset.trials,
+            "resolution": request.resolution,
+            "train_resolution": proxy,
+        },
     )
 
     # Phase 1: budgeted search through Ray Tune.
@@ -235,7 +249,7 @@ def run_search(
     search_recipe = training_recipe(request, preset.epochs)
 
     def evaluate(spec: ArchSpec, on_epoch: Callable[[int, float, float], bool | None]) -> Any:
-        return train_and_evaluate(spec, split, search_recipe, on_epoch=on_epoch)
+        return train_and_evaluate(spec.with_resolution(proxy), split, search_recipe, on_epoch=on_epoch)
 
     def on_finished(trial: TrialRecord) -> None:
         nonlocal trials_done
@@ -308,6 +322,7 @@ def run_search(
         artifact_dir,
         measure,
         recorder,
+        deploy=_DeploymentData(request, dataset, split),
     )
     winner = finisher.finish("winner", winner_spec)
     baseline = None
@@ -495,18 +510,18 @@ def _run_netadapt(
     latency_of: Callable[[ArchSpec], float],
     recorder: SearchRecorder,
 ) -> ArchSpec:
-    from nas.evaluation.training import fine_tune
     from nas.netadapt import netadapt
 
     preset = request.preset
-    start = train_and_evaluate(spec, split, training_recipe(request, preset.epochs))
+    proxy = request.proxy_resolution
+    start = train_and_evaluate(spec.with_resolution(proxy), split, training_recipe(request, preset.epochs))
     tune_recipe = training_recipe(request, max(1, preset.netadapt_epochs))
 
     def evaluate(model: torch.nn.Module, candidate: ArchSpec) -> float:
+        # NetAdapt prices deployment-resolution specs; its proposals are tuned at the proxy resolution.
+        model.spec = candidate.with_resolution(proxy)
         if preset.netadapt_epochs == 0:
-            from nas.evaluation.training import evaluate_accuracy
-
-            return evaluate_accuracy(model, split.x_val, split.y_val, candidate.resolution)
+            return evaluate_accuracy(model, split.x_val, split.y_val, proxy)
         return fine_tune(model, split, tune_recipe).final_accuracy
 
     def on_step(step: Any) -> None:
@@ -549,6 +564,32 @@ def _run_netadapt(
     return result.spec
 
 
+@dataclass
+class _DeploymentData:
+    """The search's images at the deployment resolution, loaded only when a network is finished there."""
+
+    request: SearchRequest
+    dataset: ImageDataset
+    proxy_split: DatasetSplit
+    _split: DatasetSplit | None = None
+
+    @property
+    def resolution(self) -> int:
+        return self.request.resolution
+
+    @property
+    def split(self) -> DatasetSplit:
+        if self.request.resolution == self.proxy_split.resolution:
+            return self.proxy_split
+        if self._split is None:
+            self._split = load_split(self.request, self.request.resolution, self.dataset)
+        return self._split
+
+
+DEPLOY_LR = 1e-3
+"""Fine-tuning at the deployment resolution starts from trained weights: a quarter of the training rate."""
+
+
 @dataclass(frozen=True)
 class _Finisher:
     """Trains a chosen network with the final recipe, exports and checks it; the same for the winner
@@ -560,12 +601,35 @@ class _Finisher:
     artifact_root: Path
     measure: Callable[[ArchSpec], float] | None
     recorder: SearchRecorder
+    deploy: _DeploymentData
 
     def finish(self, role: str, spec: ArchSpec) -> ArchitectureRecord:
-        """Train from scratch, export spec/ONNX/weights, check ONNX = PyTorch, measure if local."""
+        """Train from scratch at the training resolution, fine-tune at the deployment resolution, export
+        spec/ONNX/weights, check ONNX = PyTorch, measure where a measurement is available.
+
+        The accuracy reported is the deployment-resolution one: what the downloaded model does at the
+        size it ships."""
         recorder = self.recorder
-        result = train_and_evaluate(spec, self.split, self.recipe)
-        model = result.model.eval()
+        result = train_and_evaluate(spec.with_resolution(self.split.resolution), self.split, self.recipe)
+        proxy_accuracy = result.final_accuracy
+        accuracies = list(result.epoch_accuracies)
+        train_seconds = result.train_seconds
+        model = result.model
+        model.spec = spec
+        if self.deploy.split is not self.split:
+            deploy_split = self.deploy.split
+            epochs = self.deploy.request.preset.deploy_epochs
+            if epochs > 0:
+                recipe = training_recipe(self.deploy.request, epochs, lr=DEPLOY_LR)
+                tuned = fine_tune(model, deploy_split, recipe)
+                accuracy = tuned.final_accuracy
+                accuracies += list(tuned.epoch_accuracies)
+                train_seconds += tuned.train_seconds
+            else:
+                accuracy = evaluate_accuracy(model, deploy_split.x_val, deploy_split.y_val, spec.resolution)
+        else:
+            accuracy = proxy_accuracy
+        model = model.eval()
         directory = self.artifact_root / f"{role}-{spec.content_hash()}"
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "spec.json").write_text(spec.to_json())
@@ -582,8 +646,8 @@ class _Finisher:
             spec=spec,
             predicted_ms=predicted,
             measured_ms=measured,
-            accuracy=result.final_accuracy,
-            accuracies=result.epoch_accuracies,
+            accuracy=accuracy,
+            accuracies=accuracies,
             artifact_dir=directory,
             files={"spec": "spec.json", "onnx": "model.onnx", "weights": "weights.pt"},
             parity_max_abs_diff=parity.max_abs_diff,
@@ -591,9 +655,14 @@ class _Finisher:
         measured_text = "" if measured is None else f", measured {measured:.3f} ms"
         recorder.event(
             role,
-            f"{role}: acc {record.accuracy:.3f}, predicted {predicted:.3f} ms{measured_text}, "
-            f"{count_spec(spec).params:,} params",
-            {"accuracy": record.accuracy, "predicted_ms": predicted, "measured_ms": measured},
+            f"{role}: acc {record.accuracy:.3f} at {spec.resolution} px (trained at {self.split.resolution} px: "
+            f"{proxy_accuracy:.3f}), predicted {predicted:.3f} ms{measured_text}, {count_spec(spec).params:,} params",
+            {
+                "accuracy": record.accuracy,
+                "train_resolution_accuracy": proxy_accuracy,
+                "predicted_ms": predicted,
+                "measured_ms": measured,
+            },
         )
         recorder.record_candidate(
             CandidateRecord(
@@ -605,7 +674,7 @@ class _Finisher:
                 predicted_ms=predicted,
                 accuracy=record.accuracy,
                 accuracies=record.accuracies,
-                train_seconds=result.train_seconds,
+                train_seconds=train_seconds,
             )
         )
         return record
@@ -669,6 +738,8 @@ def summarize(outcome: SearchOutcome, request: SearchRequest, seconds: float) ->
 
     return {
         "budget_ms": request.budget_ms,
+        "resolution": request.resolution,
+        "train_resolution": request.proxy_resolution,
         "fastest_ms": outcome.fastest_ms,
         "trials": outcome.trials,
         "over_budget_skipped": outcome.over_budget_skipped,

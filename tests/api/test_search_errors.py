@@ -118,9 +118,23 @@ def test_a_remote_device_whose_lut_misses_keys_is_422_with_the_count_and_how_to_
     store_lut_entries(search_server.sessions, "phone", dict(list(api_search_lut.items())[:5]))
     with search_server.client() as client:
         response = client.post("/v1/searches", json=search_body(device="phone"))
-    body = problem(response, 422, "device")
+    body = problem(response, 422, "resolution")
     assert body["missing_keys"] == len(api_search_lut) - 5
-    assert "kit" in body["detail"] and "/v1/devices/" in body["detail"]
+    assert "kit" in body["detail"] and "deployment scope" in body["detail"]
+    assert body["profile"]["kit"].startswith("/v1/devices/phone/kit?space=")
+    assert stored_searches(search_server) == 0
+
+
+def test_a_deployment_resolution_the_remote_lut_lacks_is_422_naming_resolution(search_server, api_search_lut) -> None:
+    """The phone's table covers the space at 16 px; a search deployed at 48 px names the scope to profile."""
+    add_device(search_server.sessions, "phone", threads=1, local=False)
+    store_lut_entries(search_server.sessions, "phone", api_search_lut)
+    with search_server.client() as client:
+        response = client.post("/v1/searches", json=search_body(device="phone", resolution=48))
+        body = problem(response, 422, "resolution")
+        assert "at 48 px" in body["detail"] and body["profile"]["resolution"] == 48
+        response = client.post("/v1/searches", json=search_body(device="phone", resolution=16, train_resolution=48))
+        assert "above the deployment resolution" in problem(response, 422, "train_resolution")["detail"]
     assert stored_searches(search_server) == 0
 
 

@@ -263,3 +263,45 @@ def test_without_netadapt_the_most_accurate_candidate_measuring_within_budget_wi
     completed = [c for c in recorder.candidates if c.phase == "search" and c.accuracy is not None]
     first = next(c for c in completed if c.arch_hash == measured[0])
     assert first.accuracy == max(c.accuracy for c in completed)
+
+
+def test_trials_train_at_the_proxy_resolution_and_the_winner_ships_at_the_deployment_one(tmp_path, tiny16_lut) -> None:
+    """Latency, budget, export and the reported accuracy are at the deployment resolution (32 px);
+    the search's trials train at the proxy (16 px). The reported accuracy is what the downloaded
+    weights score on the validation images at 32 px."""
+    from latency_lut.kit_runner import TimingPolicy
+    from latency_lut.profiler import profile_keys
+    from nas.evaluation.training import evaluate_accuracy
+    from nas.search.runner import load_split
+
+    fast = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=8, batch_runs=3, max_seconds=0.1)
+    space32 = TEST_SPACE.with_options(resolutions=[32])
+    measured = profile_keys(space32.block_keys(), threads=1, policy=fast)
+    lut = {**tiny16_lut, **{k: LutEntry(m.median_ms, m.iqr_ms, m.runs, m.runtime_version) for k, m in measured.items()}}
+    request = _request(resolution=32, train_resolution=16, budget_ms=50.0, netadapt=False)
+    assert request.proxy_resolution == 16
+    outcome, predictor, recorder = _run_with_measurement(tmp_path, lut, request, lambda spec: 1e-3)
+
+    searched = [c for c in recorder.candidates if c.phase == "search"]
+    assert searched and all(c.spec.resolution == 32 for c in searched)
+    assert all(c.predicted_ms == pytest.approx(predictor.predict_ms(c.spec)) for c in searched)
+    assert outcome.summary["resolution"] == 32 and outcome.summary["train_resolution"] == 16
+    start = next(data for kind, _, data in recorder.events if kind == "start")
+    assert start["train_resolution"] == 16
+    for record in (outcome.winner, outcome.baseline):
+        assert record is not None and record.spec.resolution == 32
+        onnx_input = ort.InferenceSession(str(record.artifact_dir / "model.onnx")).get_inputs()[0].shape
+        assert onnx_input[-2:] == [32, 32]
+        checkpoint = torch.load(record.artifact_dir / "weights.pt", weights_only=False)
+        model = build_model(ArchSpec.model_validate(checkpoint["spec"]))
+        model.load_state_dict(checkpoint["state_dict"])
+        split32 = load_split(request)  # the deployment resolution by default
+        assert split32.resolution == 32
+        assert evaluate_accuracy(model, split32.x_val, split32.y_val, 32) == pytest.approx(record.accuracy, abs=1e-6)
+    # One fine-tuning epoch at 32 px follows the smoke preset's final training at 16 px.
+    assert len(outcome.winner.accuracies) == request.preset.final_epochs + request.preset.deploy_epochs
+
+
+def test_train_resolution_above_the_deployment_resolution_is_refused() -> None:
+    with pytest.raises(ValueError, match="train_resolution 64 is above the deployment resolution 32"):
+        _request(resolution=32, train_resolution=64)
