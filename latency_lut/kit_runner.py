@@ -35,6 +35,12 @@ class TimingPolicy:
     IQR/median is a property of the machine's noise and does not shrink with more runs, so the caps
     matter: 100 runs put the median's standard error near 0.6% at a 5% spread, and 1 s bounds a slow
     model. A quiet machine reaches the target spread after `min_runs`.
+
+    Machines drift: the same network timed twice a minute apart moved by 4% on average here (half of
+    20 networks by more than 5%), while the runs inside one window agree to 1-2%. So a model is timed
+    in `rounds` windows interleaved with the other models of its group (see `time_in_rounds`), and
+    its latency is the median over the rounds; the run and time caps hold for all rounds together.
+    Timed that way, the same 20 networks re-measured agreed within 5% (mean 0.6-1.0%).
     """
 
     warmup_runs: int = 5
@@ -43,6 +49,22 @@ class TimingPolicy:
     batch_runs: int = 10
     target_spread: float = 0.05
     max_seconds: float = 1.0
+    rounds: int = 3
+
+    def per_round(self) -> TimingPolicy:
+        """The policy of one round: the run and time caps shared out over the rounds."""
+        if self.rounds <= 1:
+            return self
+        n = self.rounds
+        return TimingPolicy(
+            warmup_runs=self.warmup_runs,
+            min_runs=max(1, math.ceil(self.min_runs / n)),
+            max_runs=max(1, math.ceil(self.max_runs / n)),
+            batch_runs=max(1, min(self.batch_runs, math.ceil(self.max_runs / n))),
+            target_spread=self.target_spread,
+            max_seconds=self.max_seconds / n,
+            rounds=1,
+        )
 
 
 QUICK_POLICY = TimingPolicy(warmup_runs=2, min_runs=5, max_runs=30, batch_runs=5, max_seconds=0.5)
@@ -120,7 +142,33 @@ def timing_session(
 def time_session(
     session: ort.InferenceSession, input_shape: tuple[int, ...], policy: TimingPolicy = TimingPolicy()
 ) -> Measurement:
-    """Warm up, then time single runs until IQR/median <= target (after min_runs) or a cap is hit."""
+    """Time one model alone, in `policy.rounds` windows back to back (nothing to interleave with)."""
+    return time_in_rounds([(session, input_shape)], policy)[0]
+
+
+def time_in_rounds(
+    items: list[tuple[ort.InferenceSession, tuple[int, ...]]], policy: TimingPolicy = TimingPolicy()
+) -> list[Measurement]:
+    """Time every (session, input shape) in `policy.rounds` rounds, each round visiting every item
+    once: an item's rounds are separated by the time the others take, so a slow spell of the machine
+    hits one round of many items rather than every round of one. Latency = median over the rounds."""
+    per_round = policy.per_round()
+    rounds: list[list[np.ndarray]] = [[] for _ in items]
+    for _ in range(max(1, policy.rounds)):
+        for index, (session, input_shape) in enumerate(items):
+            rounds[index].append(_timed_runs(session, input_shape, per_round))
+    measurements = []
+    for samples in rounds:
+        pooled = np.concatenate(samples)
+        q1, q3 = np.percentile(pooled, [25, 75])
+        median = float(np.median([np.median(window) for window in samples]))
+        measurements.append(Measurement(median, float(q3 - q1), len(pooled), ort.__version__))
+    return measurements
+
+
+def _timed_runs(session: ort.InferenceSession, input_shape: tuple[int, ...], policy: TimingPolicy) -> np.ndarray:
+    """Warm up, then time single runs until IQR/median <= target (after min_runs) or a cap is hit;
+    the run times in milliseconds."""
     feed = {INPUT_NAME: np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
     warm_until = time.perf_counter() + WARMUP_SECONDS
     runs = 0
@@ -141,7 +189,7 @@ def time_session(
         enough = len(samples) >= policy.min_runs and spread <= policy.target_spread
         capped = len(samples) >= policy.max_runs or time.perf_counter() - started > policy.max_seconds
         if enough or capped:
-            return Measurement(median, float(q3 - q1), len(samples), ort.__version__)
+            return times
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -254,6 +302,31 @@ def results_payload(manifest: dict[str, Any], threads: int, results: dict[str, d
     }
 
 
+GROUP_SIZE = 16
+"""Models timed together in interleaved rounds (and written to the results file together)."""
+
+
+def _time_group(
+    opened: list[tuple[dict[str, Any], str, ort.InferenceSession]], policy: TimingPolicy
+) -> tuple[list[Measurement | None], int]:
+    """Time a group in rounds; if one model fails while running, time the others one by one."""
+    items = [(session, tuple(model["input_shape"])) for model, _, session in opened]
+    try:
+        return list(time_in_rounds(items, policy)), 0
+    except Exception:  # noqa: BLE001 - find the broken model below, keep the others
+        pass
+    measured: list[Measurement | None] = []
+    failed = 0
+    for (model, _, _), item in zip(opened, items, strict=True):
+        try:
+            measured.append(time_in_rounds([item], policy)[0])
+        except Exception as error:  # one broken model must not stop the other measurements
+            print(f"skipped {model['key']}: onnxruntime failed: {error}", file=sys.stderr)
+            measured.append(None)
+            failed += 1
+    return measured, failed
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="runner.py",
@@ -308,41 +381,46 @@ def main(argv: list[str] | None = None) -> int:
     )
     skipped = 0
     measured_now = 0
+    todo = [model for model in models if model["key"] not in results]
+    if args.keys_limit is not None:
+        todo = todo[: args.keys_limit]
     try:
-        for model in models:
-            key = model["key"]
-            if key in results:
-                continue
-            if args.keys_limit is not None and measured_now >= args.keys_limit:
-                break
-            path = kit_dir / model["file"]
-            try:
-                digest = file_sha256(path)
-            except OSError as error:
-                print(f"skipped {key}: cannot read {path}: {error}", file=sys.stderr)
-                skipped += 1
-                continue
-            if digest != model["sha256"]:
-                print(f"skipped {key}: {path} does not match its checksum (damaged or altered)", file=sys.stderr)
-                skipped += 1
-                continue
-            try:
-                session = timing_session(str(path), threads, provider)
-                measurement = time_session(session, tuple(model["input_shape"]), policy)
-            except Exception as error:  # one broken model must not stop the other measurements
-                print(f"skipped {key}: onnxruntime failed: {error}", file=sys.stderr)
-                skipped += 1
-                continue
-            results[key] = {
-                "key": key,
-                "sha256": digest,
-                "median_ms": measurement.median_ms,
-                "iqr_ms": measurement.iqr_ms,
-                "runs": measurement.runs,
-            }
+        for start in range(0, len(todo), GROUP_SIZE):
+            opened: list[tuple[dict[str, Any], str, ort.InferenceSession]] = []
+            for model in todo[start : start + GROUP_SIZE]:
+                key = model["key"]
+                path = kit_dir / model["file"]
+                try:
+                    digest = file_sha256(path)
+                except OSError as error:
+                    print(f"skipped {key}: cannot read {path}: {error}", file=sys.stderr)
+                    skipped += 1
+                    continue
+                if digest != model["sha256"]:
+                    print(f"skipped {key}: {path} does not match its checksum (damaged or altered)", file=sys.stderr)
+                    skipped += 1
+                    continue
+                try:
+                    opened.append((model, digest, timing_session(str(path), threads, provider)))
+                except Exception as error:  # one broken model must not stop the other measurements
+                    print(f"skipped {key}: onnxruntime failed: {error}", file=sys.stderr)
+                    skipped += 1
+            measured, failed = _time_group(opened, policy)
+            skipped += failed
+            for (model, digest, _), measurement in zip(opened, measured, strict=True):
+                if measurement is None:
+                    continue
+                key = model["key"]
+                results[key] = {
+                    "key": key,
+                    "sha256": digest,
+                    "median_ms": measurement.median_ms,
+                    "iqr_ms": measurement.iqr_ms,
+                    "runs": measurement.runs,
+                }
+                measured_now += 1
+                print(f"[{len(results)}/{len(models)}] {key} {measurement.median_ms:.3f} ms", flush=True)
             write_json_atomic(output, results_payload(manifest, threads, results))
-            measured_now += 1
-            print(f"[{len(results)}/{len(models)}] {key} {measurement.median_ms:.3f} ms", flush=True)
     except KeyboardInterrupt:
         print(f"\nstopped: {len(results)}/{len(models)} measured in {output}; run again to resume", file=sys.stderr)
         return 130

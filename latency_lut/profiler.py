@@ -8,12 +8,20 @@ until the spread is small (IQR / median <= target) or a cap is hit, and report t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from latency_lut.kit_runner import QUICK_POLICY, Measurement, TimingPolicy, time_session, timing_session
+from latency_lut.kit_runner import (
+    GROUP_SIZE,
+    QUICK_POLICY,
+    Measurement,
+    TimingPolicy,
+    time_in_rounds,
+    time_session,
+    timing_session,
+)
 from search_spaces.arch_spec import ArchSpec, LayerKey
 from search_spaces.builder import build_layer, build_model
 from search_spaces.onnx_export import export_module
@@ -27,6 +35,7 @@ __all__ = [
     "measure_key",
     "measure_network",
     "measure_onnx",
+    "measure_networks",
     "network_onnx",
     "profile_keys",
 ]
@@ -88,18 +97,57 @@ def measure_network(spec: ArchSpec, threads: int, policy: TimingPolicy = TimingP
     return measure_onnx(network_onnx(spec), shape, threads, policy)
 
 
+def measure_in_groups(
+    models: Iterable[tuple[str, Callable[[], tuple[bytes, tuple[int, ...]]]]],
+    threads: int,
+    policy: TimingPolicy = TimingPolicy(),
+    on_measured: Callable[[str, Measurement], None] | None = None,
+    group_size: int = GROUP_SIZE,
+) -> dict[str, Measurement]:
+    """Measure (name, build) models in groups timed in interleaved rounds (the kit runner's protocol);
+    `build()` gives the ONNX bytes and input shape. `on_measured` sees each group's results as soon as
+    the group is timed, so an interrupted run keeps them."""
+    results: dict[str, Measurement] = {}
+    torch.set_num_threads(1)
+    pending = list(models)
+    for start in range(0, len(pending), group_size):
+        group = pending[start : start + group_size]
+        items = []
+        for _, build in group:
+            onnx_bytes, shape = build()
+            items.append((timing_session(onnx_bytes, threads), tuple(shape)))
+        for (name, _), measurement in zip(group, time_in_rounds(items, policy), strict=True):
+            results[name] = measurement
+            if on_measured is not None:
+                on_measured(name, measurement)
+    return results
+
+
 def profile_keys(
     keys: Iterable[str],
     threads: int,
     policy: TimingPolicy = TimingPolicy(),
     on_measured: Callable[[str, Measurement], None] | None = None,
 ) -> dict[str, Measurement]:
-    """Measure each key in turn; `on_measured` sees every result at once, so work survives an abort."""
-    results: dict[str, Measurement] = {}
-    torch.set_num_threads(1)
-    for key in keys:
-        measurement = measure_key(key, threads, policy)
-        results[key] = measurement
-        if on_measured is not None:
-            on_measured(key, measurement)
-    return results
+    """Measure each key (in groups timed in interleaved rounds); `on_measured` sees every result."""
+    return measure_in_groups(((key, lambda key=key: layer_onnx(key)) for key in keys), threads, policy, on_measured)
+
+
+def measure_networks(
+    specs: Sequence[ArchSpec],
+    threads: int,
+    policy: TimingPolicy = TimingPolicy(),
+    on_measured: Callable[[ArchSpec, Measurement], None] | None = None,
+) -> list[Measurement]:
+    """End-to-end latency of several networks, timed together in interleaved rounds (so that every
+    network's rounds fall in different minutes of a drifting machine); in the order given."""
+    by_hash = {spec.content_hash(): spec for spec in specs}
+
+    def build(spec: ArchSpec) -> tuple[bytes, tuple[int, ...]]:
+        return network_onnx(spec), (1, spec.in_channels, spec.resolution, spec.resolution)
+
+    report = None if on_measured is None else (lambda digest, m: on_measured(by_hash[digest], m))
+    measured = measure_in_groups(
+        ((digest, lambda spec=spec: build(spec)) for digest, spec in by_hash.items()), threads, policy, report
+    )
+    return [measured[spec.content_hash()] for spec in specs]
