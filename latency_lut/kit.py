@@ -4,6 +4,10 @@ The server builds a zip holding one ONNX file per key, a manifest, and `kit_runn
 `runner.py`; the device runs it and the user uploads the results file. Nothing in an uploaded file is
 trusted: every field of every entry is checked against the manifest the kit was built from, and a file
 with any problem stores nothing, so a table never mixes good and bad measurements.
+
+Besides block keys a kit may hold whole networks (their model carries the spec): `net:<arch_hash>`
+for the networks that calibrate the predictor, `job:<job id>` for measurement jobs (a verification
+kit). The runner times them like any other model; the results come back in `KitImport.networks`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import string
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from latency_lut import kit_runner
 from latency_lut.device import Device
 from latency_lut.kit_runner import KIT_FORMAT, KIT_VERSION, MANIFEST_NAME, RESULTS_FORMAT, TimingPolicy
-from latency_lut.profiler import layer_onnx
+from latency_lut.profiler import layer_onnx, network_onnx
 from latency_lut.table import LutEntry
-from search_spaces.arch_spec import LayerKey
+from search_spaces.arch_spec import ArchSpec, LayerKey
 
 __all__ = [
     "KIT_FORMAT",
@@ -38,7 +42,10 @@ __all__ = [
     "KitImportError",
     "KitManifest",
     "KitModel",
+    "NETWORK_KEY_PREFIX",
+    "JOB_KEY_PREFIX",
     "build_kit",
+    "network_key",
     "parse_results_or_raise",
     "read_manifest_from_kit",
     "validate_results",
@@ -54,6 +61,32 @@ KIT_SOURCE = "kit"
 # Beside this module, like runner.py's source: a file path stays right however hwnas is installed.
 README_TEMPLATE = Path(__file__).parent / "kit_files" / README_NAME
 _RESULT_FIELDS = ("median_ms", "iqr_ms", "runs", "sha256")
+NETWORK_KEY_PREFIX = "net:"
+JOB_KEY_PREFIX = "job:"
+# An environment (kit_runner.machine_environment) is a small flat map of short strings.
+MAX_ENVIRONMENT_FIELDS = 32
+MAX_ENVIRONMENT_CHARS = 200
+
+
+def network_key(arch_hash: str) -> str:
+    """The kit key of a calibration network."""
+    return f"{NETWORK_KEY_PREFIX}{arch_hash}"
+
+
+def environment_problems(environment: Any, where: str = "'environment'") -> list[str]:
+    """Why `environment` is not a flat object of at most 32 short printable strings (empty if it is)."""
+    if not isinstance(environment, dict):
+        return [f"{where} must be an object of strings, got {type(environment).__name__}"]
+    if len(environment) > MAX_ENVIRONMENT_FIELDS:
+        return [f"{where} has {len(environment)} fields; at most {MAX_ENVIRONMENT_FIELDS}"]
+    for name, value in environment.items():
+        for text in (name, value):
+            if not (isinstance(text, str) and text.isprintable() and len(text) <= MAX_ENVIRONMENT_CHARS):
+                return [
+                    f"{where}: {name!r}: {value!r} is not a printable string of at most "
+                    f"{MAX_ENVIRONMENT_CHARS} characters"
+                ]
+    return []
 
 
 class KitModel(BaseModel):
@@ -65,6 +98,7 @@ class KitModel(BaseModel):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     input_shape: list[int]
+    spec: dict[str, Any] | None = Field(default=None, description="the network's ArchSpec, for whole networks")
 
 
 class KitManifest(BaseModel):
@@ -81,6 +115,9 @@ class KitManifest(BaseModel):
     created_at: str = Field(description="ISO 8601, UTC")
     policy: dict[str, float | int] = Field(description="TimingPolicy fields, as the runner constructs it")
     models: list[KitModel]
+    space: dict[str, Any] | None = Field(
+        default=None, description="the space whose calibration networks the kit holds (name and narrowing)"
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=1)
@@ -94,10 +131,10 @@ class KitManifest(BaseModel):
         return [model.key for model in self.models]
 
 
-def _validated_keys(keys: Iterable[str]) -> list[str]:
+def _validated_keys(keys: Iterable[str], allow_none: bool = False) -> list[str]:
     """Sorted distinct keys; every malformed key is named at once, before any slow export starts."""
     unique = sorted(set(keys))
-    if not unique:
+    if not unique and not allow_none:
         raise ValueError("a profiling kit needs at least one layer key")
     bad = []
     for key in unique:
@@ -128,21 +165,33 @@ def build_kit(
     out_path: Path,
     policy: TimingPolicy = TimingPolicy(),
     progress: Callable[[int, int], None] | None = None,
+    networks: Sequence[tuple[str, ArchSpec]] = (),
+    space: dict[str, Any] | None = None,
 ) -> KitManifest:
-    """Write a profiling kit for `device` measuring `keys`; `progress(done, total)` follows the exports.
+    """Write a profiling kit for `device` measuring `keys` and whole `networks` ((kit key, spec) pairs,
+    timed after the keys); `progress(done, total)` follows the exports.
 
     The zip is written beside `out_path` and renamed into place, so a failed build never leaves a
     truncated kit where a user would pick it up.
     """
-    unique = _validated_keys(keys)
+    unique = _validated_keys(keys, allow_none=bool(networks))
+    network_keys = [key for key, _ in networks]
+    if len(set(network_keys)) != len(network_keys) or set(network_keys) & set(unique):
+        raise ValueError("every model of a kit needs its own key; networks repeat a key")
+    total = len(unique) + len(networks)
     out_path = Path(out_path)
     runner_source = Path(kit_runner.__file__).read_text(encoding="utf-8")
     temporary = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
     try:
         models: list[KitModel] = []
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-            for index, key in enumerate(unique):
-                onnx_bytes, input_shape = layer_onnx(key)
+            exports = [(key, None) for key in unique] + [(key, spec) for key, spec in networks]
+            for index, (key, spec) in enumerate(exports):
+                if spec is None:
+                    onnx_bytes, input_shape = layer_onnx(key)
+                else:
+                    onnx_bytes = network_onnx(spec)
+                    input_shape = (1, spec.in_channels, spec.resolution, spec.resolution)
                 file = f"{MODELS_DIR}/{index:05d}.onnx"
                 archive.writestr(file, onnx_bytes)
                 models.append(
@@ -151,10 +200,11 @@ def build_kit(
                         file=file,
                         sha256=hashlib.sha256(onnx_bytes).hexdigest(),
                         input_shape=list(input_shape),
+                        spec=None if spec is None else spec.model_dump(mode="json"),
                     )
                 )
                 if progress is not None:
-                    progress(index + 1, len(unique))
+                    progress(index + 1, total)
             manifest = KitManifest(
                 kit_id=uuid.uuid4().hex,
                 device=device.name,
@@ -163,6 +213,7 @@ def build_kit(
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 policy=dataclasses.asdict(policy),
                 models=models,
+                space=space,
             )
             archive.writestr(MANIFEST_NAME, manifest.to_json())
             archive.writestr(RUNNER_NAME, runner_source)
@@ -193,12 +244,16 @@ class KitImport:
 
     `covered` counts keys of the kit with a valid measurement in the file, even when problems
     elsewhere in it mean `entries` stays empty: the user sees how much work the file holds.
+    `entries` holds block keys, `networks` whole networks (by kit key; the manifest has their specs),
+    `environment` what the runner says it ran on.
     """
 
     entries: dict[str, LutEntry]
     problems: list[str]
     covered: int
     total: int
+    networks: dict[str, LutEntry] = dataclasses.field(default_factory=dict)
+    environment: dict[str, str] | None = None
 
     @property
     def coverage(self) -> float:
@@ -288,6 +343,9 @@ def validate_results(manifest: KitManifest, results_text: str | bytes) -> KitImp
     if not isinstance(payload, dict):
         return KitImport({}, [f"must be a JSON object, got {type(payload).__name__}"], 0, total)
     problems = _header_problems(manifest, payload)
+    environment = payload.get("environment")
+    if environment is not None:
+        problems.extend(environment_problems(environment))
     runtime_version = payload.get("runtime_version")
     results = payload.get("results")
     if not isinstance(results, list):
@@ -317,7 +375,8 @@ def validate_results(manifest: KitManifest, results_text: str | bytes) -> KitImp
     covered = len(valid)
     if problems:
         return KitImport({}, problems, covered, total)
-    entries = {
+    networks = {model.key for model in manifest.models if model.spec is not None}
+    timed = {
         key: LutEntry(
             median_ms=float(raw["median_ms"]),
             iqr_ms=float(raw["iqr_ms"]),
@@ -327,7 +386,14 @@ def validate_results(manifest: KitManifest, results_text: str | bytes) -> KitImp
         )
         for key, raw in valid.items()
     }
-    return KitImport(entries, [], covered, total)
+    return KitImport(
+        {key: entry for key, entry in timed.items() if key not in networks},
+        [],
+        covered,
+        total,
+        networks={key: entry for key, entry in timed.items() if key in networks},
+        environment=environment,
+    )
 
 
 def parse_results_or_raise(manifest: KitManifest, text: str | bytes) -> KitImport:

@@ -7,28 +7,25 @@ stopped; a check measures whole networks once and keeps them for later reports a
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lut.device import Device, this_machine
-from latency_lut.kit import KitImport, KitImportError, KitManifest, build_kit, validate_results
 from latency_lut.kit_runner import Measurement, TimingPolicy
 from latency_lut.predictor import Calibration, LatencyPredictor, MissingKeysError
 from latency_lut.profiler import measure_key, measure_network
 from latency_lut.report import AccuracyReport, accuracy_report
 from latency_lut.table import LatencyTable, LutEntry
+from nas.calibration_set import sample_specs
 from nas.store import (
     CalibrationRepository,
     DeviceRepository,
     E2EMeasurementData,
-    KitRepository,
     LutEntryData,
     LutRepository,
     MeasurementRepository,
@@ -144,7 +141,7 @@ def calibration_scope(space: SearchSpace) -> str:
     return f"{space.name}@{'/'.join(str(r) for r in space.resolutions)}"
 
 
-def _stored_calibrations(session: Session, device_id: int) -> dict[str, dict]:
+def stored_calibration_scopes(session: Session, device_id: int) -> dict[str, dict]:
     stored = CalibrationRepository(session).get(device_id)
     return dict(stored.coefficients.get("scopes", {})) if stored else {}
 
@@ -154,22 +151,33 @@ def load_predictor(sessions: sessionmaker[Session], name: str, space: SearchSpac
     table = load_table(sessions, name)
     with session_scope(sessions) as session:
         row = DeviceRepository(session).require(name)
-        scopes = _stored_calibrations(session, row.id)
+        scopes = stored_calibration_scopes(session, row.id)
     found = scopes.get(calibration_scope(space)) if space is not None else None
     return LatencyPredictor(table, Calibration.from_dict(found) if found else Calibration())
 
 
-def store_lut_entries(sessions: sessionmaker[Session], name: str, entries: dict[str, LutEntry]) -> int:
+def store_lut_entries(
+    sessions: sessionmaker[Session],
+    name: str,
+    entries: dict[str, LutEntry],
+    environment: dict[str, str] | None = None,
+) -> int:
     """Store many entries in one transaction: all of them or, on any error, none."""
     with session_scope(sessions) as session:
         row = DeviceRepository(session).require(name)
-        return LutRepository(session).upsert_many(
-            row.id,
-            [
-                LutEntryData(key, e.median_ms, e.iqr_ms, e.runs, e.runtime_version, e.source)
-                for key, e in entries.items()
-            ],
-        )
+        return _upsert_lut(session, row.id, entries, environment)
+
+
+def _upsert_lut(
+    session: Session, device_id: int, entries: dict[str, LutEntry], environment: dict[str, str] | None
+) -> int:
+    return LutRepository(session).upsert_many(
+        device_id,
+        [
+            LutEntryData(key, e.median_ms, e.iqr_ms, e.runs, e.runtime_version, e.source, environment=environment)
+            for key, e in entries.items()
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -249,16 +257,6 @@ def measure_networks(
     return [known[spec.content_hash()] for spec in specs]
 
 
-def sample_specs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
-    """`n` distinct random architectures of the space, reproducible from the seed."""
-    rng = np.random.default_rng(seed)
-    specs: dict[str, ArchSpec] = {}
-    while len(specs) < n:
-        spec = space.decode(space.sample(rng))
-        specs.setdefault(spec.content_hash(), spec)
-    return list(specs.values())
-
-
 def check_device(
     sessions: sessionmaker[Session],
     name: str,
@@ -300,90 +298,10 @@ def split_calibration(pairs: Sequence[Pair], n_calibration: int) -> tuple[list[P
     return calibration, evaluation
 
 
-def stored_accuracy_report(
-    sessions: sessionmaker[Session], name: str, space: SearchSpace, n_calibration: int | None = None
-) -> tuple[AccuracyReport, int] | None:
-    """The predictor report from the end-to-end measurements already stored for the device; measures nothing.
-
-    Uses the stored networks of `space` (resolution among the space's and every layer key one of the
-    space's keys), in measuring order, split as `check_device` splits them: after a single check the
-    report is the check's own. `n_calibration` defaults to the number the stored calibration for the
-    space was fitted on (20 when none was), always leaving at least one network to score on. Returns
-    (report, number of networks used), or None when no network of the space has been measured.
-    """
-    predictor = load_predictor(sessions, name).with_calibration(Calibration())
-    keys = set(space.block_keys())
-    missing = predictor.table.missing_keys(keys)
-    if missing:
-        raise MissingKeysError(name, missing)
-    with session_scope(sessions) as session:
-        row = DeviceRepository(session).require(name)
-        stored = MeasurementRepository(session).list(row.id)
-        fitted = _stored_calibrations(session, row.id).get(calibration_scope(space))
-    pairs: list[Pair] = []
-    for measurement in stored:
-        spec = ArchSpec.model_validate(measurement.spec_json)
-        if spec.resolution in space.resolutions and set(spec.block_keys()) <= keys:
-            pairs.append((spec, measurement.median_ms))
-    if not pairs:
-        return None
-    if n_calibration is None:
-        n_calibration = int(fitted.get("n_measurements", 20)) if fitted else 20
-    calibration, evaluation = split_calibration(pairs, min(n_calibration, len(pairs) - 1))
-    return accuracy_report(predictor, calibration, evaluation), len(pairs)
-
-
 def save_calibration(sessions: sessionmaker[Session], name: str, space: SearchSpace, calibration: Calibration) -> None:
     """Store `calibration` for the space's scope beside the device's other scopes."""
     with session_scope(sessions) as session:
         row = DeviceRepository(session).require(name)
-        scopes = _stored_calibrations(session, row.id)
+        scopes = stored_calibration_scopes(session, row.id)
         scopes[calibration_scope(space)] = calibration.to_dict()
         CalibrationRepository(session).save(row.id, calibration.method, {"scopes": scopes}, calibration.n_measurements)
-
-
-def create_kit(
-    sessions: sessionmaker[Session],
-    name: str,
-    keys: Sequence[str],
-    out_path: Path,
-    missing_only: bool = True,
-    progress: Progress | None = None,
-    policy: TimingPolicy = TimingPolicy(),
-) -> KitManifest:
-    """Build a profiling kit for the device and remember its manifest to check the results against."""
-    device = get_device(sessions, name)
-    wanted = missing_keys(sessions, name, keys) if missing_only else sorted(set(keys))
-    if not wanted:
-        raise ValueError(f"device {name!r} already has all {len(set(keys))} keys; nothing to put in a kit")
-    report = None if progress is None else (lambda done, total: progress(done, total, ""))
-    manifest = build_kit(device, wanted, Path(out_path), policy, report)
-    with session_scope(sessions) as session:
-        row = DeviceRepository(session).require(name)
-        KitRepository(session).add(row.id, manifest.kit_id, manifest.kit_version, json.loads(manifest.to_json()))
-    return manifest
-
-
-def import_kit_results(sessions: sessionmaker[Session], name: str, results: bytes | str) -> KitImport:
-    """Validate a kit's results file against the manifest it names and store it, all or nothing."""
-    try:
-        payload = json.loads(results)
-    except ValueError as error:
-        raise KitImportError([f"not JSON: {error}"]) from None
-    kit_id = payload.get("kit_id") if isinstance(payload, dict) else None
-    if not isinstance(kit_id, str):
-        raise KitImportError(["'kit_id' is missing: this is not a results file written by a kit's runner.py"])
-    with session_scope(sessions) as session:
-        row = DeviceRepository(session).require(name)
-        found = KitRepository(session).manifest(kit_id)
-        device_id = row.id
-    if found is None:
-        raise KitImportError([f"'kit_id' {kit_id!r} names no kit made by this server"])
-    kit_device_id, manifest_data = found
-    if kit_device_id != device_id:
-        raise KitImportError([f"'kit_id' {kit_id!r} belongs to another device's kit, not {name!r}"])
-    outcome = validate_results(KitManifest.model_validate(manifest_data), results)
-    if not outcome.ok:
-        raise KitImportError(outcome.problems)
-    store_lut_entries(sessions, name, outcome.entries)
-    return outcome

@@ -10,7 +10,7 @@ Devices and their lookup tables are shared by every key (a device is hardware, n
 | GET /v1/devices/{name}/lut | LUT entries, paginated |
 | GET /v1/devices/{name}/lut/missing | keys of a space the LUT still lacks (what the agent pulls) |
 | GET /v1/devices/{name}/keys/onnx?key= | the ONNX model of one block key, as a kit holds it |
-| GET /v1/devices/{name}/kit | a profiling kit (zip) for the missing keys |
+| GET /v1/devices/{name}/kit | a profiling kit (zip) for the missing keys and calibration networks |
 | POST /v1/devices/{name}/lut | upload a kit's results file or the agent's measurements (validated, all or nothing) |
 | GET /v1/devices/{name}/accuracy | predictor accuracy from the stored end-to-end measurements |
 
@@ -42,10 +42,10 @@ from api.auth import Key
 from api.paging import Offset
 from api.problems import Problem
 from latency_lut.device import DEVICE_NAME_RE, Device, check_device_name
-from latency_lut.kit import KitImportError
+from latency_lut.kit import KitImportError, environment_problems
 from latency_lut.kit_runner import QUICK_POLICY, TimingPolicy
 from latency_lut.table import LutEntry
-from nas import latency
+from nas import latency, remote_measurements
 from nas.store import DeviceRepository, LutRepository, MeasurementRepository, session_scope
 from nas.store.errors import DeviceNotFoundError
 from search_spaces.arch_spec import LayerKey
@@ -118,6 +118,14 @@ class DeviceCreate(BaseModel):
         return None if value is None else printable(value, "the value")
 
 
+def checked_environment(value: dict[str, str]) -> dict[str, str]:
+    """A measurement environment as stored: a small flat map of short printable strings."""
+    problems = environment_problems(value, "environment")
+    if problems:
+        raise ValueError(problems[0])
+    return value
+
+
 class AgentMeasurement(BaseModel):
     """One block key timed by the agent with the kit runner's protocol."""
 
@@ -148,6 +156,14 @@ class AgentUpload(BaseModel):
 
     measurements: list[AgentMeasurement] = Field(min_length=1, max_length=MAX_MEASUREMENTS_PER_UPLOAD)
     threads: int | None = Field(default=None, ge=1, le=256, description="threads the agent timed with")
+    environment: dict[str, str] | None = Field(
+        default=None, description="what the batch was measured on (latency_lut.kit_runner.machine_environment)"
+    )
+
+    @field_validator("environment")
+    @classmethod
+    def _small_environment(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else checked_environment(value)
 
     @field_validator("measurements")
     @classmethod
@@ -250,6 +266,23 @@ def _read_device(sessions: sessionmaker[Session], name: str) -> dict[str, Any]:
         )
 
 
+def _environments(sessions: sessionmaker[Session], name: str) -> list[dict[str, Any]]:
+    """What the device's measurements ran on: each distinct environment with its counts, most used first
+    (None: measured before environments were recorded)."""
+    seen: dict[str, dict[str, Any]] = {}
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        for what, found in (
+            ("lut_entries", LutRepository(session).environments(row.id)),
+            ("e2e_measurements", MeasurementRepository(session).environments(row.id)),
+        ):
+            for environment, count in found:
+                token = json.dumps(environment, sort_keys=True)
+                item = seen.setdefault(token, {"environment": environment, "lut_entries": 0, "e2e_measurements": 0})
+                item[what] += count
+    return sorted(seen.values(), key=lambda item: -(item["lut_entries"] + item["e2e_measurements"]))
+
+
 def _finite(value: Any) -> Any:
     """JSON has no NaN or infinity: such numbers (e.g. an undefined Spearman rho) become null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -307,6 +340,7 @@ def get_device(
 ) -> dict[str, Any]:
     sessions = _sessions(request)
     body = _read_device(sessions, name)
+    body["environments"] = _environments(sessions, name)
     chosen = _optional_space(space, resolution, width, num_classes)
     body["coverage"] = space_coverage(sessions, name, chosen) if chosen is not None else None
     return body
@@ -450,16 +484,22 @@ def kit(
     width: WidthQuery = None,
     num_classes: ClassesQuery = None,
     quick: Annotated[bool, Query(description="fewer timed runs per model (smoke runs)")] = False,
+    networks: Annotated[
+        bool, Query(description="also the space's calibration networks the device has not measured end to end")
+    ] = True,
 ) -> FileResponse:
     sessions = _sessions(request)
     latency.get_device(sessions, name)
     chosen = chosen_space(space, resolution, width, num_classes)
     keys = chosen.block_keys()
-    if not latency.missing_keys(sessions, name, keys):
+    missing_networks = remote_measurements.missing_networks(sessions, name, chosen) if networks else []
+    if not latency.missing_keys(sessions, name, keys) and not missing_networks:
         raise Problem(
             409,
             f"device {name!r} already has all {len(keys)} keys of space {chosen.name!r} "
-            f"(resolutions {list(chosen.resolutions)}, widths {list(chosen.widths)}); nothing to put in a kit",
+            f"(resolutions {list(chosen.resolutions)}, widths {list(chosen.widths)})"
+            + (" and all its calibration networks" if networks else "")
+            + "; nothing to put in a kit",
             field="space",
         )
     kits = Path(request.app.state.settings.artifact_dir) / "kits"
@@ -467,7 +507,9 @@ def kit(
     path = kits / f"{name}-{uuid.uuid4().hex}.zip"
     policy = QUICK_POLICY if quick else TimingPolicy()
     try:
-        manifest = _exporting(latency.create_kit, sessions, name, keys, path, True, None, policy)
+        manifest = _exporting(
+            remote_measurements.create_kit, sessions, name, keys, path, True, None, policy, chosen if networks else None
+        )
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -568,7 +610,7 @@ def _store_agent_measurements(sessions: sessionmaker[Session], name: str, upload
         )
     entries = {m.key: LutEntry(m.median_ms, m.iqr_ms, m.runs, m.runtime_version, "agent") for m in upload.measurements}
     present = set(entries) - set(latency.missing_keys(sessions, name, list(entries)))
-    stored = latency.store_lut_entries(sessions, name, entries)
+    stored = latency.store_lut_entries(sessions, name, entries, upload.environment)
     return stored, len(present)
 
 
@@ -583,7 +625,7 @@ def _import_kit(sessions: sessionmaker[Session], name: str, content: bytes, fiel
     )
     present = set(keys) - set(latency.missing_keys(sessions, name, keys))
     try:
-        outcome = latency.import_kit_results(sessions, name, content)
+        outcome = remote_measurements.import_kit_results(sessions, name, content)
     except KitImportError as error:
         raise Problem(
             422,
@@ -593,6 +635,7 @@ def _import_kit(sessions: sessionmaker[Session], name: str, content: bytes, fiel
         ) from None
     return {
         "imported": len(outcome.entries),
+        "networks_imported": len(outcome.networks),
         "already_present": len(present & set(outcome.entries)),
         "kit": {
             "kit_id": payload.get("kit_id"),
@@ -676,7 +719,7 @@ def accuracy(
     sessions = _sessions(request)
     latency.get_device(sessions, name)
     chosen = chosen_space(space, resolution, width, num_classes)
-    stored = latency.stored_accuracy_report(sessions, name, chosen, n_calibration)
+    stored = remote_measurements.stored_accuracy_report(sessions, name, chosen, n_calibration)
     if stored is None:
         flags = " ".join(f"-r {r}" for r in chosen.resolutions) + " " + " ".join(f"-w {w:g}" for w in chosen.widths)
         raise Problem(

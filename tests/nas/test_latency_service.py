@@ -34,9 +34,7 @@ from nas.latency import (
     add_device,
     calibration_scope,
     check_device,
-    create_kit,
     get_device,
-    import_kit_results,
     is_this_machine,
     list_devices,
     load_predictor,
@@ -45,6 +43,7 @@ from nas.latency import (
     sample_specs,
     store_lut_entries,
 )
+from nas.remote_measurements import create_kit, import_kit_results
 from nas.store import (
     CalibrationRepository,
     DeviceExistsError,
