@@ -284,13 +284,30 @@ def demo(
     budget_fraction: Annotated[
         float, typer.Option(min=0.05, max=1.0, help="budget as a fraction of MobileNetV3-Small 1.0's latency")
     ] = 0.6,
+    resolution: Annotated[
+        int, typer.Option(min=16, max=320, help="deployment resolution: latency, budget, export, accuracy")
+    ] = 128,
+    train_resolution: Annotated[
+        int, typer.Option(min=16, max=320, help="resolution the search's trials train at")
+    ] = 32,
     port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 0,
     stay: Annotated[bool, typer.Option("--stay", help="keep serving the dashboard afterwards")] = False,
 ) -> None:
     """The three journeys over HTTP on the embedded defaults (SQLite, local Ray, this machine)."""
     from api.demo import run_demo
 
-    run_demo(device=device, threads=threads, effort=effort, budget_fraction=budget_fraction, port=port, stay=stay)
+    if train_resolution > resolution:
+        raise typer.BadParameter(f"--train-resolution {train_resolution} is above --resolution {resolution}")
+    run_demo(
+        device=device,
+        threads=threads,
+        effort=effort,
+        budget_fraction=budget_fraction,
+        resolution=resolution,
+        train_resolution=train_resolution,
+        port=port,
+        stay=stay,
+    )
 
 
 # Command groups living in their own modules register themselves on `app` when imported.

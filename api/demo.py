@@ -9,6 +9,7 @@ ONNX Runtime on the validation images, and prints it beside MobileNetV3-Small sc
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ def run_demo(
     budget_fraction: float,
     port: int,
     stay: bool,
+    resolution: int = 128,
+    train_resolution: int = 32,
 ) -> dict[str, Any]:
     from api.app import create_app
     from api.server import serve_in_thread
@@ -45,7 +48,12 @@ def run_demo(
     try:
         with ApiClient(running.url, token, timeout=600) as api:
             return _journeys(
-                api, app.state.sessions, running.url, token, device, threads, effort, budget_fraction, stay
+                api,
+                app.state.sessions,
+                running.url,
+                token,
+                DemoChoice(device, threads, effort, budget_fraction, resolution, train_resolution),
+                stay,
             )
     finally:
         if stay:
@@ -58,15 +66,25 @@ def run_demo(
         running.stop()
 
 
-def _journeys(api: ApiClient, sessions: Any, url: str, token: str, device: str, threads: int, effort: str,
-              budget_fraction: float, stay: bool) -> dict[str, Any]:  # fmt: skip
+@dataclass(frozen=True)
+class DemoChoice:
+    device: str
+    threads: int
+    effort: str
+    budget_fraction: float
+    resolution: int
+    train_resolution: int
+
+
+def _journeys(api: ApiClient, sessions: Any, url: str, token: str, choice: DemoChoice, stay: bool) -> dict[str, Any]:
     from latency_lut.agent import run_agent
     from latency_lut.kit_runner import TimingPolicy
     from latency_lut.profiler import measure_network
     from nas.latency import check_device
     from search_spaces import get_space, reference_spec
 
-    space, resolution, classes = "mobilenet_v3_small", 32, 10
+    device, threads, effort, resolution = choice.device, choice.threads, choice.effort, choice.resolution
+    space, classes = "mobilenet_v3_small", 10
 
     # Journey 1: a device for this machine, profiled through the API by the agent.
     try:
@@ -96,10 +114,11 @@ def _journeys(api: ApiClient, sessions: Any, url: str, token: str, device: str, 
     # Journey 2: a search under a budget, submitted over HTTP and followed live.
     reference = reference_spec(space, width=1.0, resolution=resolution, num_classes=classes)
     reference_ms = measure_network(reference, threads, TimingPolicy()).median_ms
-    budget = round(budget_fraction * reference_ms, 4)
+    budget = round(choice.budget_fraction * reference_ms, 4)
     console.print(
-        f"[bold]2/3[/] search on scikit-learn's digits at {resolution} px, effort {effort!r}, budget {budget} ms "
-        f"({budget_fraction:.0%} of MobileNetV3-Small 1.0's measured {reference_ms:.3f} ms here)"
+        f"[bold]2/3[/] search on scikit-learn's digits deployed at {resolution} px (trials train at "
+        f"{choice.train_resolution} px), effort {effort!r}, budget {budget} ms "
+        f"({choice.budget_fraction:.0%} of MobileNetV3-Small 1.0's measured {reference_ms:.3f} ms here)"
     )
     response = api.request(
         "POST",
@@ -111,6 +130,7 @@ def _journeys(api: ApiClient, sessions: Any, url: str, token: str, device: str, 
             "budget_ms": budget,
             "effort": effort,
             "resolution": resolution,
+            "train_resolution": choice.train_resolution,
             "seed": 0,
         },  # fmt: skip
     )

@@ -36,7 +36,7 @@ from api.paging import MAX_EVENT_ID, EventAfter, Offset
 from api.problems import Problem
 from api.routes.architectures import architecture_links, json_safe, spec_string
 from nas.datasets import BUILTIN_DATASETS, DatasetError
-from nas.search.request import SearchRequest
+from nas.search.request import DEFAULT_TRAIN_RESOLUTION, SearchRequest
 from nas.store import (
     FINISHED_SEARCH_STATUSES,
     ArchitectureRepository,
@@ -170,6 +170,8 @@ def search_resource(row: Search, session: Session | None = None) -> dict[str, An
         "strategy": row.strategy,
         "effort": request.get("effort"),
         "resolution": request.get("resolution"),
+        "train_resolution": request.get("train_resolution")
+        or min(int(request.get("resolution") or DEFAULT_TRAIN_RESOLUTION), DEFAULT_TRAIN_RESOLUTION),
         "owner": row.owner,
         "attempts": row.attempts,
         "created_at": row.created_at,

@@ -877,7 +877,8 @@ async function searchPage(searchId) {
         ["dataset", s.dataset || "–"],
         ["strategy", s.strategy || "–"],
         ["effort", s.effort ?? s.request?.effort ?? "–"],
-        ["resolution", s.resolution ? `${s.resolution} px` : "–"],
+        ["deployed at", s.resolution ? `${s.resolution} px` : "–"],
+        ["trials train at", s.train_resolution ? `${s.train_resolution} px` : "–"],
         ["created", fmt.time(s.created_at)],
         ["finished", fmt.time(s.finished_at)],
       ]),
@@ -951,11 +952,20 @@ async function searchPage(searchId) {
     return lines;
   }
 
+  /** The device's own end-to-end measurement beside the budget: what the user ships against. */
+  function measuredText(arch) {
+    if (arch.measured_ms == null) return "not measured";
+    const budget = state.search?.budget_ms;
+    if (!(budget > 0)) return fmt.ms(arch.measured_ms);
+    const within = arch.measured_ms <= budget;
+    return `${fmt.ms(arch.measured_ms)} (${within ? "within" : "over"} the ${fmt.ms(budget)} budget)`;
+  }
+
   function archCard(role, arch, other) {
     const rows = [
       ["accuracy", fmt.pct(arch.accuracy)],
       ["predicted", fmt.ms(arch.predicted_ms)],
-      ["measured", arch.measured_ms != null ? fmt.ms(arch.measured_ms) : "not measured (remote device)"],
+      ["measured on device", measuredText(arch)],
       ["params", fmt.count(arch.params)],
       ["MAdds", fmt.count(arch.madds)],
     ];
