@@ -22,6 +22,7 @@ import torch
 from latency_lut.kit_runner import TimingPolicy
 from latency_lut.predictor import LatencyPredictor, MissingKeysError
 from latency_lut.profiler import measure_network
+from latency_lut.table import LutEntry
 from nas.datasets import DatasetSplit, ImageDataset, load_dataset, split_dataset
 from nas.evaluation.training import TrainingRecipe, evaluate_accuracy, fine_tune, train_and_evaluate
 from nas.search.execution import TrialRecord, TuneSettings, run_trials
@@ -184,7 +185,7 @@ def run_search(
     *,
     measure_locally: bool,
     threads: int = 1,
-    latency_for_missing: Callable[[str], float] | None = None,
+    latency_for_missing: Callable[[str], Any] | None = None,
     measure: Callable[[ArchSpec], float] | None = None,
 ) -> SearchOutcome:
     """Run a whole search. `predictor` must cover the space at the request's resolution.
@@ -485,19 +486,21 @@ def _observation(space: SearchSpace, candidate: CandidateRecord) -> Observation:
 
 
 def _latency_function(
-    predictor: LatencyPredictor, latency_for_missing: Callable[[str], float] | None
+    predictor: LatencyPredictor, latency_for_missing: Callable[[str], Any] | None
 ) -> Callable[[ArchSpec], float]:
-    """Predicted latency of any spec; keys outside the table are filled by `latency_for_missing`."""
+    """Predicted latency of any spec; keys outside the table are filled by `latency_for_missing`
+    (milliseconds measured on demand, or a `LutEntry`, e.g. interpolated for a remote device)."""
 
     def latency_of(spec: ArchSpec) -> float:
         missing = predictor.table.missing_keys(spec.block_keys())
         if missing:
             if latency_for_missing is None:
                 raise MissingKeysError(predictor.table.device.name, missing)
-            from latency_lut.table import LutEntry
 
             for key in missing:
-                predictor.table.add(key, LutEntry(latency_for_missing(key), 0.0, 1, "on-demand", "profiler"))
+                found = latency_for_missing(key)
+                entry = found if isinstance(found, LutEntry) else LutEntry(found, 0.0, 1, "on-demand", "profiler")
+                predictor.table.add(key, entry)
         return predictor.predict_ms(spec)
 
     return latency_of
