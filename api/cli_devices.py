@@ -132,6 +132,9 @@ def _run_agent(
     quick: bool,
     max_batches: int | None,
     require_this_machine: bool,
+    networks: bool = False,
+    serve_jobs: bool = False,
+    max_idle_s: float | None = None,
 ) -> Any:
     from latency_lut.agent import run_agent
     from latency_lut.kit_runner import QUICK_POLICY, TimingPolicy
@@ -151,6 +154,9 @@ def _run_agent(
             max_batches=max_batches,
             require_this_machine=require_this_machine,
             progress=update,
+            networks=networks,
+            serve_jobs=serve_jobs,
+            max_idle_s=max_idle_s,
         )
 
 
@@ -161,6 +167,10 @@ def _print_agent_summary(summary: Any) -> None:
     )
     if summary.missing_now:
         console.print(f"{summary.missing_now} key(s) still missing; run again to continue (nothing is measured twice)")
+    if summary.networks_measured or summary.jobs_answered:
+        console.print(
+            f"{summary.networks_measured} calibration network(s) measured, {summary.jobs_answered} job(s) answered"
+        )
 
 
 @app.command("agent")
@@ -178,14 +188,37 @@ def agent(
     ] = None,
     quick: Annotated[bool, typer.Option(help="fewer timed runs per key (smoke runs)")] = False,
     max_batches: Annotated[int | None, typer.Option(min=1, help="stop after this many batches")] = None,
+    networks: Annotated[
+        bool, typer.Option(help="then measure the space's calibration networks the device lacks (calibrates it)")
+    ] = True,
+    serve_jobs: Annotated[
+        bool, typer.Option("--serve-jobs", help="then keep answering measurement jobs (searches waiting for it)")
+    ] = False,
+    max_idle_s: Annotated[
+        float | None, typer.Option(min=0, help="with --serve-jobs: stop after this long without a job")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """On a device that can reach the server: measure the keys its lookup table lacks, batch by batch.
+    """On a device that can reach the server: measure the keys its lookup table lacks, batch by batch,
+    then the calibration networks it lacks, then (--serve-jobs) the networks searches ask it to time.
 
     Stop it at any time (Ctrl-C, SIGTERM) and run it again: stored batches are never measured twice.
     """
     summary = _run_agent(
-        server, device, space, resolution, width, num_classes, batch, threads, quick, max_batches, False
+        server,
+        device,
+        space,
+        resolution,
+        width,
+        num_classes,
+        batch,
+        threads,
+        quick,
+        max_batches,
+        False,
+        networks=networks,
+        serve_jobs=serve_jobs,
+        max_idle_s=max_idle_s,
     )
     if as_json:
         print_json({**summary.__dict__, "finished": summary.finished})

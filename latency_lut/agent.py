@@ -2,7 +2,10 @@
 
     loop: GET the next batch of missing keys -> for each, GET its ONNX model and time it with the kit
           runner's protocol (same code, same policy fields) -> POST the batch's measurements
-    until nothing is missing.
+    until nothing is missing; then the same for the space's calibration networks the device lacks
+    (the server refits the predictor's calibration when the set is complete); then, with
+    `serve_jobs`, poll the device's measurement jobs (a search waiting for its winner to be timed)
+    and answer each one, until stopped or idle for `max_idle_s`.
 
 Work is stored per batch, so stopping the agent (Ctrl-C, SIGTERM, a `stop` event, `max_batches`) and
 starting it again neither loses nor repeats stored work: a restarted agent asks the server what is
@@ -26,7 +29,7 @@ from urllib.parse import quote
 
 import onnxruntime as ort
 
-from latency_lut.kit_runner import TimingPolicy, time_session, timing_session
+from latency_lut.kit_runner import TimingPolicy, machine_environment, time_session, timing_session
 
 THIS_MACHINE_FACT = "this_machine"  # = nas.latency.THIS_MACHINE_FACT (latency_lut may not import nas)
 
@@ -55,6 +58,8 @@ class AgentSummary:
     missing_now: int
     seconds: float
     stopped: bool  # True when it stopped early (stop event, max_batches, Ctrl-C) with keys still missing
+    networks_measured: int = 0  # calibration networks measured and stored by this run
+    jobs_answered: int = 0  # measurement jobs answered by this run
 
     @property
     def finished(self) -> bool:
@@ -103,18 +108,25 @@ def _input_shape(headers: Any, key: str) -> tuple[int, ...]:
     return shape
 
 
+def _time_served(
+    api: AgentApi, path: str, what: str, threads: int, policy: TimingPolicy, provider: str, **params: Any
+) -> tuple[Any, str]:
+    """GET an ONNX model, check it against X-Hwnas-Sha256 and time it: (measurement, its sha256)."""
+    response = api.request("GET", path, params=params)
+    onnx_bytes = response.content
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    expected = response.headers.get("x-hwnas-sha256")
+    if expected and digest != expected:
+        raise AgentError(f"the model of {what} arrived damaged (checksum mismatch); run the agent again")
+    session = timing_session(onnx_bytes, threads, provider)
+    return time_session(session, _input_shape(response.headers, what), policy), digest
+
+
 def measure_served_key(
     api: AgentApi, device: str, key: str, threads: int, policy: TimingPolicy, provider: str = "CPUExecutionProvider"
 ) -> dict[str, Any]:
     """Download one key's ONNX model and time it; the measurement as the server's upload wants it."""
-    response = api.request("GET", f"{device_path(device)}/keys/onnx", params={"key": key})
-    onnx_bytes = response.content
-    expected = response.headers.get("x-hwnas-sha256")
-    if expected and hashlib.sha256(onnx_bytes).hexdigest() != expected:
-        raise AgentError(f"the model of key {key!r} arrived damaged (checksum mismatch); run the agent again")
-    measurement = time_session(
-        timing_session(onnx_bytes, threads, provider), _input_shape(response.headers, key), policy
-    )
+    measurement, _ = _time_served(api, f"{device_path(device)}/keys/onnx", key, threads, policy, provider, key=key)
     return {
         "key": key,
         "median_ms": measurement.median_ms,
@@ -139,6 +151,10 @@ def run_agent(
     max_batches: int | None = None,
     require_this_machine: bool = False,
     progress: Progress | None = None,
+    networks: bool = False,
+    serve_jobs: bool = False,
+    max_idle_s: float | None = None,
+    poll_s: float = 1.0,
 ) -> AgentSummary:
     """Measure every key of a space the device's table lacks, posting each batch as it ends.
 
@@ -183,9 +199,15 @@ def run_agent(
     measured = batches = 0
     stopped = False
 
+    environment = machine_environment(threads, provider)
+
     def post(measurements: list[dict[str, Any]]) -> None:
         nonlocal measured, batches, missing_now
-        answer = api.post_json(f"{base}/lut", {"measurements": measurements, "threads": threads}, params=params)
+        answer = api.post_json(
+            f"{base}/lut",
+            {"measurements": measurements, "threads": threads, "environment": environment},
+            params=params,
+        )
         measured += len(measurements)
         batches += 1
         coverage = answer.get("coverage") if isinstance(answer, dict) else None
@@ -216,6 +238,11 @@ def run_agent(
         keys = list(answer["keys"])
         if set(keys) & {m["key"] for m in done}:
             raise AgentError("the server still lists keys it just stored as missing; stopping instead of looping")
+    timing = _Timing(api, base, threads, policy, provider, environment, stop)
+    networks_measured = 0 if stopped or not networks else measure_networks(timing, params, progress)
+    jobs_answered = 0
+    if serve_jobs and not stopped and not timing.stopping():
+        jobs_answered = answer_jobs(timing, max_idle_s=max_idle_s, poll_s=poll_s, progress=progress)
     return AgentSummary(
         device=device,
         total_keys=total_keys,
@@ -225,4 +252,115 @@ def run_agent(
         missing_now=missing_now,
         seconds=time.perf_counter() - started,
         stopped=stopped,
+        networks_measured=networks_measured,
+        jobs_answered=jobs_answered,
     )
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """What timing a served model needs: where to fetch it, how to time it, what to report it ran on."""
+
+    api: AgentApi
+    base: str
+    threads: int
+    policy: TimingPolicy
+    provider: str
+    environment: dict[str, str]
+    stop: threading.Event | None
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+
+NETWORKS_PER_POST = 8
+
+
+def measure_networks(timing: _Timing, params: dict[str, Any], progress: Progress | None = None) -> int:
+    """Time the space's calibration networks the device lacks, posting every few; returns how many."""
+    missing = timing.api.get_json(f"{timing.base}/networks/missing", params=params)["missing"]
+    done: list[dict[str, Any]] = []
+    posted = 0
+
+    def post() -> None:
+        nonlocal posted, done
+        if done:
+            payload = {"measurements": done, "environment": timing.environment}
+            timing.api.post_json(f"{timing.base}/networks", payload, params=params)
+            posted += len(done)
+            done = []
+
+    try:
+        for index, network in enumerate(missing, start=1):
+            if timing.stopping():
+                break
+            arch_hash = network["arch_hash"]
+            path = f"{timing.base}/networks/{arch_hash}/onnx"
+            what = f"network {arch_hash[:12]}"
+            measurement, _ = _time_served(
+                timing.api, path, what, timing.threads, timing.policy, timing.provider, **params
+            )
+            done.append(
+                {
+                    "arch_hash": arch_hash,
+                    "median_ms": measurement.median_ms,
+                    "iqr_ms": measurement.iqr_ms,
+                    "runs": measurement.runs,
+                    "runtime_version": measurement.runtime_version,
+                }
+            )
+            if progress is not None:
+                progress(index, len(missing), what)
+            if len(done) >= NETWORKS_PER_POST:
+                post()
+    finally:
+        post()  # what was measured is kept, even on Ctrl-C
+    return posted
+
+
+def answer_jobs(
+    timing: _Timing, *, max_idle_s: float | None, poll_s: float = 1.0, progress: Progress | None = None
+) -> int:
+    """Poll the device's pending measurement jobs and answer each; returns how many were answered.
+
+    Ends when `stop` is set or no job arrived for `max_idle_s` seconds (None: never on its own).
+    """
+    answered = 0
+    idle_since = time.monotonic()
+    while not timing.stopping():
+        page = timing.api.get_json(f"{timing.base}/jobs", params={"status": "pending", "limit": 20})
+        for job in page["items"]:
+            if timing.stopping():
+                break
+            job_path = f"{timing.base}/jobs/{job['id']}"
+            what = f"job {job['id']}"
+            measurement, digest = _time_served(
+                timing.api, f"{job_path}/onnx", what, timing.threads, timing.policy, timing.provider
+            )
+            result = {
+                "median_ms": measurement.median_ms,
+                "iqr_ms": measurement.iqr_ms,
+                "runs": measurement.runs,
+                "runtime_version": measurement.runtime_version,
+                "sha256": digest,
+                "environment": timing.environment,
+            }
+            try:
+                timing.api.post_json(f"{job_path}/result", result)
+            except Exception as error:
+                if getattr(error, "status", None) != 409:  # 409: cancelled or answered meanwhile, fine
+                    raise
+                continue
+            answered += 1
+            idle_since = time.monotonic()
+            if progress is not None:
+                progress(answered, answered + max(0, int(page["total"]) - 1), what)
+        if page["items"]:
+            continue
+        if max_idle_s is not None and time.monotonic() - idle_since >= max_idle_s:
+            break
+        if timing.stop is not None:
+            timing.stop.wait(poll_s)
+        else:
+            time.sleep(poll_s)
+    return answered

@@ -33,6 +33,8 @@ from nas.latency import (
     profile_device,
     store_lut_entries,
 )
+from nas.measurement_jobs import cancel_search_jobs, remote_measure
+from nas.remote_measurements import refit_calibration
 from nas.search.request import SearchRequest
 from nas.search.runner import (
     BudgetUnreachableError,
@@ -208,6 +210,8 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
             measure_locally=local,
             threads=device.threads,
             latency_for_missing=latency_for_missing if local else None,
+            # A remote device is asked to measure (a job its agent answers); the search waits for it.
+            measure=None if local else remote_measure(sessions, request.device, search_id, recorder),
         )
         with session_scope(sessions) as session:
             architectures = ArchitectureRepository(session)
@@ -245,6 +249,8 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
         log.error("search %s failed:\n%s", public_id, traceback.format_exc())
     finally:
         stop_beat.set()
+        if status != "succeeded" and not lost.is_set():
+            cancel_search_jobs(sessions, search_id)  # no device should time a network nobody waits for
     if error:
         recorder.event("error", error, level="error")
     with session_scope(sessions) as session:
@@ -264,6 +270,9 @@ def _predictor_covering(sessions: sessionmaker[Session], request: SearchRequest,
     if missing and local:
         recorder.event("profile", f"profiling {len(missing)} block keys the device's table lacks")
         profile_device(sessions, request.device, missing, TimingPolicy())
+        predictor = load_predictor(sessions, request.device, space)
+    if not local and predictor.calibration.n_measurements == 0 and refit_calibration(sessions, request.device, space):
+        recorder.event("calibrate", "calibrated the predictor on the device's measured calibration networks")
         predictor = load_predictor(sessions, request.device, space)
     if local and predictor.calibration.n_measurements == 0:
         # Never calibrated: measure a few networks of this space end to end first, so predictions
