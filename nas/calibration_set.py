@@ -58,13 +58,16 @@ class CalibrationSet:
 
 
 def calibration_networks(
-    space: SearchSpace, n_calibration: int = CALIBRATION_NETWORKS, n_held_out: int = HELD_OUT_NETWORKS
+    space: SearchSpace, n_calibration: int | None = None, n_held_out: int | None = None
 ) -> tuple[list[ArchSpec], list[ArchSpec]]:
     """(calibration, held_out) networks of the space: the same every time for the same space.
 
     The draw is random, so the last `n_held_out` networks span the same range of sizes as the
     first ones. A space too small for both parts still keeps at least one network held out.
     """
+    # The module's constants are read at call time, so one setting holds for the whole server.
+    n_calibration = CALIBRATION_NETWORKS if n_calibration is None else n_calibration
+    n_held_out = HELD_OUT_NETWORKS if n_held_out is None else n_held_out
     specs = sample_specs(space, n_calibration + n_held_out, CALIBRATION_SEED)
     held_out_count = min(n_held_out, max(1, len(specs) - n_calibration)) if len(specs) > 1 else 0
     cut = len(specs) - held_out_count

@@ -583,7 +583,8 @@ async def _uploaded(request: Request, body: bytes) -> tuple[bytes, str]:
         await form.close()
 
 
-_RESULT_PROBLEM = re.compile(r"results\[(?P<index>\d+)\][^:]*: (?:missing )?'(?P<field>\w+)'")
+# A result names "results[i] KEY: ..."; keys hold no spaces but may hold colons (net:..., job:...).
+_RESULT_PROBLEM = re.compile(r"results\[(?P<index>\d+)\](?: \S+)?: (?:missing )?'(?P<field>\w+)'")
 _RESULT_ENTRY = re.compile(r"results\[(?P<index>\d+)\]")
 _HEADER_PROBLEM = re.compile(r"(?:missing )?'(?P<field>\w+)'")
 

@@ -40,7 +40,7 @@ from search_spaces.arch_spec import ArchSpec
 router = APIRouter(tags=["devices"])
 
 MAX_NETWORKS_PER_UPLOAD = 1000
-ArchHash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="the network's content hash")]
+ArchHash = Annotated[str, Field(pattern=r"^[0-9a-f]{1,64}$", description="the network's content hash")]
 
 
 class MissingNetwork(BaseModel):
