@@ -281,12 +281,15 @@ def lut_kit(
     width: WidthOpt = None,
     num_classes: ClassesOpt = None,
     quick: Annotated[bool, typer.Option(help="fewer timed runs per model (smoke runs)")] = False,
+    networks: Annotated[
+        bool, typer.Option(help="also the space's calibration networks the device lacks (calibrates it)")
+    ] = True,
 ) -> None:
     """Download a profiling kit (ONNX per missing key, manifest, stand-alone runner) for a device off the network."""
     from latency_lut.agent import space_params
     from latency_lut.kit import read_manifest_from_kit
 
-    params = {**space_params(space, resolution, width, num_classes), "quick": quick}
+    params = {**space_params(space, resolution, width, num_classes), "quick": quick, "networks": networks}
     partial = output.with_name(f".{output.name}.{os.getpid()}.part")
     console.print(f"the server is building the kit for {device} (one ONNX model per missing key)...")
     try:

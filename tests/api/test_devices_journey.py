@@ -104,7 +104,7 @@ def test_journey_kit_for_a_phone_then_accuracy_of_a_local_device(
     before = api.get("/v1/devices/pixel-8", params=TINY).json()["coverage"]
     assert (before["space"], before["keys"], before["missing"], before["coverage"]) == ("tiny", n_keys, n_keys, 0.0)
 
-    kit = api.get("/v1/devices/pixel-8/kit", params={**TINY, "quick": True})
+    kit = api.get("/v1/devices/pixel-8/kit", params={**TINY, "quick": True, "networks": False})
     assert kit.status_code == 200, kit.text
     assert kit.headers["content-type"] == "application/zip"
     assert kit.headers["content-disposition"].startswith("attachment")
@@ -130,7 +130,11 @@ def test_journey_kit_for_a_phone_then_accuracy_of_a_local_device(
     assert {entry["source"] for entry in entries.values()} == {"kit"}
     missing = api.get("/v1/devices/pixel-8/lut/missing", params=TINY).json()
     assert (missing["total_missing"], missing["total_keys"], missing["keys"]) == (0, n_keys, [])
-    assert "nothing to put in a kit" in problem(api.get("/v1/devices/pixel-8/kit", params=TINY), 409, "space")["detail"]
+    no_networks = {**TINY, "networks": False}  # calibration networks: tests/api/test_remote_device.py
+    assert (
+        "nothing to put in a kit"
+        in problem(api.get("/v1/devices/pixel-8/kit", params=no_networks), 409, "space")["detail"]
+    )
     # Uploading the same file again replaces the same entries: nothing new, nothing lost.
     again = upload(api, "pixel-8", results).json()
     assert (again["imported"], again["already_present"], again["lut_entries"], again["coverage"]) == (
@@ -361,7 +365,7 @@ def kit_results(api, live_server, tiny_space, tiny_lut, tmp_path: Path) -> dict[
     add_device(api, "pixel-7")
     keys = tiny_space.block_keys()
     store_lut_entries(live_server.sessions, "pixel-7", {key: tiny_lut[key] for key in keys[3:]})
-    kit = api.get("/v1/devices/pixel-7/kit", params={**TINY, "quick": True})
+    kit = api.get("/v1/devices/pixel-7/kit", params={**TINY, "quick": True, "networks": False})
     assert kit.status_code == 200 and kit.headers["x-hwnas-kit-models"] == "3", kit.text
     return run_kit_zip(kit.content, tmp_path / "kit", in_process=True)
 
