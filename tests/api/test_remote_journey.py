@@ -1,0 +1,115 @@
+"""The remote-device journey over HTTP only: a device registered as remote (2 threads; this server's
+local devices use 1), an agent in a separate process (`hwnas agent --serve-jobs`) that profiles the
+tiny 16 px space's keys, measures the server's calibration networks and then answers measurement
+jobs; the accuracy report scores the held-out networks; a search on the device waits for the agent
+to measure its winner, and reports that measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nas import calibration_set as calibration_module
+from search_spaces import space as space_module
+from tests.api.search_helpers import DATASET, wait_finished
+
+N_CALIBRATION, N_HELD_OUT = 10, 8
+SCOPE = {"space": "api_tiny", "resolution": 16, "num_classes": 3}
+
+
+def _start_agent(server, device: str, log: Path) -> subprocess.Popen:
+    hwnas = Path(sys.executable).with_name("hwnas")
+    command = [
+        str(hwnas), "agent", "--server", server.url, "--device", device, "--space", "api_tiny",
+        "--resolution", "16", "--num-classes", "3", "--threads", "2", "--quick", "--serve-jobs",
+        "--max-idle-s", "120",
+    ]  # fmt: skip
+    environment = {**os.environ, "HWNAS_API_KEY": server.tokens["alice"], "HWNAS_SERVER": server.url}
+    return subprocess.Popen(command, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _wait_calibrated(client, device: str, agent: subprocess.Popen, log: Path, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert agent.poll() is None, log.read_text()
+        missing = client.get(f"/v1/devices/{device}/networks/missing", params=SCOPE).json()["missing"]
+        coverage = client.get(f"/v1/devices/{device}", params=SCOPE).json()["coverage"]
+        if not missing and coverage["missing"] == 0:
+            report = client.get(f"/v1/devices/{device}/accuracy", params=SCOPE)
+            assert report.status_code == 200, report.text
+            return report.json()
+        time.sleep(0.5)
+    raise AssertionError(f"the agent did not measure keys and networks in {timeout} s:\n{log.read_text()}")
+
+
+def test_remote_device_agent_calibrates_and_measures_a_search_winner(
+    live_server, api_search_space, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(space_module.SPACES, api_search_space.name, api_search_space)
+    monkeypatch.setattr(calibration_module, "CALIBRATION_NETWORKS", N_CALIBRATION)
+    monkeypatch.setattr(calibration_module, "HELD_OUT_NETWORKS", N_HELD_OUT)
+    client = live_server.client("alice", timeout=60.0)
+    created = client.post("/v1/devices", json={"name": "phone", "threads": 2, "facts": {"soc": "test"}})
+    assert created.status_code == 201, created.text
+    assert created.json()["local"] is False
+
+    log = tmp_path / "agent.log"
+    agent = _start_agent(live_server, "phone", log)
+    try:
+        report = _wait_calibrated(client, "phone", agent, log)
+        calibrated = report["scores"]["calibrated"]
+        assert (report["n_calibration"], calibrated["n"]) == (N_CALIBRATION, N_HELD_OUT)
+        print(f"held-out within ±10%: {calibrated['within_10pct']:.0%}, ±5%: {calibrated['within_5pct']:.0%}")
+        # Tiny 16 px networks run in tens of microseconds at 2 threads on a 2-core machine that also
+        # serves and trains, so scheduler noise is a large share (25-60% within ±10% here); the 95%
+        # target is for real networks on the device itself. What must hold: a sane, scored report.
+        assert calibrated["mean_abs_pct_error"] < 50 and report["scores"]["lut_sum"]["n"] == N_HELD_OUT, report
+        device = client.get("/v1/devices/phone").json()
+        assert device["environments"][0]["environment"]["threads"] == "2"
+
+        budget = 5.0  # far above what these networks take: the point is who measures, not pruning
+        # No baseline: MobileNetV3-Small's keys are not in this device's table, and the runner prices the
+        # baseline with the LUT (a remote device cannot profile missing keys on demand).
+        body = {
+            **SCOPE,
+            "device": "phone",
+            "dataset": DATASET,
+            "budget_ms": budget,
+            "effort": "smoke",
+            "seed": 3,
+            "baseline": False,
+        }
+        body.pop("num_classes")
+        submitted = client.post("/v1/searches", json=body)
+        assert submitted.status_code == 202, submitted.text
+        search_id = submitted.json()["id"]
+        finished = wait_finished(client, search_id, timeout=150.0)
+        assert finished["status"] == "succeeded", (finished["error"], log.read_text()[-2000:])
+
+        events = client.get(f"/v1/searches/{search_id}/events", params={"format": "json"}).json()
+        kinds = [event["kind"] for event in (events["events"] if isinstance(events, dict) else events)]
+        assert "waiting_device" in kinds and "measured" in kinds
+        done = client.get("/v1/devices/phone/jobs", params={"status": "done", "limit": 200}).json()["items"]
+        measured_by_hash = {job["arch_hash"]: job["median_ms"] for job in done if job["search_id"] == search_id}
+        assert all(job["environment"]["threads"] == "2" for job in done)
+        result = finished["result"]
+        winner = result["winner"]
+        assert winner["measured_ms"] == measured_by_hash[winner["arch_hash"]], (winner, measured_by_hash)
+        assert result["winner"]["measured_ms"] <= budget * 1.05
+        assert client.get("/v1/devices/phone/jobs", params={"status": "pending"}).json()["total"] == 0
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        client.close()
+    assert agent.returncode == 0, log.read_text()
