@@ -1330,6 +1330,22 @@ async function devicePage(name) {
       ...facts.map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]),
     ]),
   );
+  // What the device's measurements ran on (GET /v1/devices/{name} -> environments), most used first.
+  const environments = Array.isArray(device.environments) ? device.environments : [];
+  if (environments.length) {
+    header.append(
+      el("h2", { text: "Measured on" }),
+      ...environments.map((item) =>
+        definitionList([
+          ["entries", `${item.lut_entries} LUT, ${item.e2e_measurements} end-to-end`],
+          ...Object.entries(item.environment || { environment: "not recorded" }).map(([k, v]) => [
+            k.replaceAll("_", " "),
+            String(v),
+          ]),
+        ]),
+      ),
+    );
+  }
 
   try {
     const spaces = await api("/v1/spaces");
