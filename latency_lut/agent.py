@@ -29,7 +29,14 @@ from urllib.parse import quote
 
 import onnxruntime as ort
 
-from latency_lut.kit_runner import TimingPolicy, machine_environment, time_session, timing_session
+from latency_lut.kit_runner import (
+    GROUP_SIZE,
+    Measurement,
+    TimingPolicy,
+    machine_environment,
+    time_in_rounds,
+    timing_session,
+)
 
 THIS_MACHINE_FACT = "this_machine"  # = nas.latency.THIS_MACHINE_FACT (latency_lut may not import nas)
 
@@ -108,32 +115,51 @@ def _input_shape(headers: Any, key: str) -> tuple[int, ...]:
     return shape
 
 
-def _time_served(
-    api: AgentApi, path: str, what: str, threads: int, policy: TimingPolicy, provider: str, **params: Any
-) -> tuple[Any, str]:
-    """GET an ONNX model, check it against X-Hwnas-Sha256 and time it: (measurement, its sha256)."""
+@dataclass(frozen=True)
+class _Served:
+    """One served ONNX model, opened for timing."""
+
+    session: Any
+    input_shape: tuple[int, ...]
+    sha256: str
+
+
+def _open_served(api: AgentApi, path: str, what: str, threads: int, provider: str, **params: Any) -> _Served:
+    """GET an ONNX model, check it against X-Hwnas-Sha256 and open a timing session on it."""
     response = api.request("GET", path, params=params)
     onnx_bytes = response.content
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     expected = response.headers.get("x-hwnas-sha256")
     if expected and digest != expected:
         raise AgentError(f"the model of {what} arrived damaged (checksum mismatch); run the agent again")
-    session = timing_session(onnx_bytes, threads, provider)
-    return time_session(session, _input_shape(response.headers, what), policy), digest
+    return _Served(timing_session(onnx_bytes, threads, provider), _input_shape(response.headers, what), digest)
 
 
-def measure_served_key(
-    api: AgentApi, device: str, key: str, threads: int, policy: TimingPolicy, provider: str = "CPUExecutionProvider"
-) -> dict[str, Any]:
-    """Download one key's ONNX model and time it; the measurement as the server's upload wants it."""
-    measurement, _ = _time_served(api, f"{device_path(device)}/keys/onnx", key, threads, policy, provider, key=key)
+def _time_all(served: list[_Served], policy: TimingPolicy) -> list[Measurement]:
+    """Time several models together in interleaved rounds (the kit runner's protocol)."""
+    return time_in_rounds([(model.session, model.input_shape) for model in served], policy)
+
+
+def _measured(measurement: Measurement) -> dict[str, Any]:
     return {
-        "key": key,
         "median_ms": measurement.median_ms,
         "iqr_ms": measurement.iqr_ms,
         "runs": measurement.runs,
         "runtime_version": measurement.runtime_version,
     }
+
+
+def measure_served_keys(
+    api: AgentApi,
+    device: str,
+    keys: Sequence[str],
+    threads: int,
+    policy: TimingPolicy,
+    provider: str = "CPUExecutionProvider",
+) -> list[dict[str, Any]]:
+    """Download the keys' ONNX models and time them together; the measurements as the upload wants them."""
+    served = [_open_served(api, f"{device_path(device)}/keys/onnx", key, threads, provider, key=key) for key in keys]
+    return [{"key": key, **_measured(m)} for key, m in zip(keys, _time_all(served, policy), strict=True)]
 
 
 def run_agent(
@@ -217,13 +243,15 @@ def run_agent(
     while keys:
         done: list[dict[str, Any]] = []
         try:
-            for key in keys:
+            # A batch is timed in groups of interleaved rounds; each group is kept once timed.
+            for start in range(0, len(keys), GROUP_SIZE):
                 if stop is not None and stop.is_set():
                     stopped = True
                     break
-                done.append(measure_served_key(api, device, key, threads, policy, provider))
+                group = keys[start : start + GROUP_SIZE]
+                done.extend(measure_served_keys(api, device, group, threads, policy, provider))
                 if progress is not None:
-                    progress(measured + len(done), missing_at_start, key)
+                    progress(measured + len(done), missing_at_start, group[-1])
         except KeyboardInterrupt:
             if done:
                 post(done)  # what this batch measured is kept; the rest stays missing
@@ -273,9 +301,6 @@ class _Timing:
         return self.stop is not None and self.stop.is_set()
 
 
-NETWORKS_PER_POST = 8
-
-
 def measure_networks(timing: _Timing, params: dict[str, Any], progress: Progress | None = None) -> int:
     """Time the space's calibration networks the device lacks, posting every few; returns how many."""
     missing = timing.api.get_json(f"{timing.base}/networks/missing", params=params)["missing"]
@@ -291,28 +316,29 @@ def measure_networks(timing: _Timing, params: dict[str, Any], progress: Progress
             done = []
 
     try:
-        for index, network in enumerate(missing, start=1):
+        # Networks are timed in groups of interleaved rounds, so a slow spell of the device hits one
+        # round of many networks rather than every round of one: calibration and held-out networks
+        # share the same minutes.
+        for start in range(0, len(missing), GROUP_SIZE):
             if timing.stopping():
                 break
-            arch_hash = network["arch_hash"]
-            path = f"{timing.base}/networks/{arch_hash}/onnx"
-            what = f"network {arch_hash[:12]}"
-            measurement, _ = _time_served(
-                timing.api, path, what, timing.threads, timing.policy, timing.provider, **params
-            )
-            done.append(
-                {
-                    "arch_hash": arch_hash,
-                    "median_ms": measurement.median_ms,
-                    "iqr_ms": measurement.iqr_ms,
-                    "runs": measurement.runs,
-                    "runtime_version": measurement.runtime_version,
-                }
-            )
+            group = [network["arch_hash"] for network in missing[start : start + GROUP_SIZE]]
+            served = [
+                _open_served(
+                    timing.api,
+                    f"{timing.base}/networks/{arch_hash}/onnx",
+                    f"network {arch_hash[:12]}",
+                    timing.threads,
+                    timing.provider,
+                    **params,
+                )
+                for arch_hash in group
+            ]
+            for arch_hash, measurement in zip(group, _time_all(served, timing.policy), strict=True):
+                done.append({"arch_hash": arch_hash, **_measured(measurement)})
             if progress is not None:
-                progress(index, len(missing), what)
-            if len(done) >= NETWORKS_PER_POST:
-                post()
+                progress(start + len(group), len(missing), f"network {group[-1][:12]}")
+            post()
     finally:
         post()  # what was measured is kept, even on Ctrl-C
     return posted
@@ -334,17 +360,9 @@ def answer_jobs(
                 break
             job_path = f"{timing.base}/jobs/{job['id']}"
             what = f"job {job['id']}"
-            measurement, digest = _time_served(
-                timing.api, f"{job_path}/onnx", what, timing.threads, timing.policy, timing.provider
-            )
-            result = {
-                "median_ms": measurement.median_ms,
-                "iqr_ms": measurement.iqr_ms,
-                "runs": measurement.runs,
-                "runtime_version": measurement.runtime_version,
-                "sha256": digest,
-                "environment": timing.environment,
-            }
+            served = _open_served(timing.api, f"{job_path}/onnx", what, timing.threads, timing.provider)
+            measurement = _time_all([served], timing.policy)[0]
+            result = {**_measured(measurement), "sha256": served.sha256, "environment": timing.environment}
             try:
                 timing.api.post_json(f"{job_path}/result", result)
             except Exception as error:

@@ -16,9 +16,10 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lut.device import Device, this_machine
-from latency_lut.kit_runner import Measurement, TimingPolicy
+from latency_lut.kit_runner import Measurement, TimingPolicy, machine_environment
 from latency_lut.predictor import Calibration, LatencyPredictor, MissingKeysError
-from latency_lut.profiler import measure_key, measure_network
+from latency_lut.profiler import measure_networks as measure_networks_in_rounds
+from latency_lut.profiler import profile_keys
 from latency_lut.report import AccuracyReport, accuracy_report
 from latency_lut.table import LatencyTable, LutEntry
 from nas.calibration_set import sample_specs
@@ -210,11 +211,18 @@ def profile_device(
     todo = missing_keys(sessions, name, keys)
     started = time.perf_counter()
     wanted = len(set(keys))
-    for index, key in enumerate(todo, start=1):
-        measurement = measure_key(key, device.threads, policy)
-        store_lut_entries(sessions, name, {key: _entry(measurement, "profiler")})
+    environment = machine_environment(device.threads, device.execution_provider)
+    done = 0
+
+    def store(key: str, measurement: Measurement) -> None:
+        nonlocal done
+        store_lut_entries(sessions, name, {key: _entry(measurement, "profiler")}, environment=environment)
+        done += 1
         if progress is not None:
-            progress(index, len(todo), key)
+            progress(done, len(todo), key)
+
+    # Timed in groups of interleaved rounds; each key is stored as soon as its group is timed.
+    profile_keys(todo, device.threads, policy, on_measured=store)
     return ProfileSummary(wanted, wanted - len(todo), len(todo), time.perf_counter() - started)
 
 
@@ -234,11 +242,15 @@ def measure_networks(
     with session_scope(sessions) as session:
         row = DeviceRepository(session).require(name)
         known = {m.arch_hash: m.median_ms for m in MeasurementRepository(session).list(row.id)}
-    todo = [spec for spec in specs if spec.content_hash() not in known]
+    todo = list({spec.content_hash(): spec for spec in specs if spec.content_hash() not in known}.values())
     if todo and not is_this_machine(device):
         raise NotThisMachineError(name)
-    for index, spec in enumerate(todo, start=1):
-        measurement = measure_network(spec, device.threads, policy)
+    environment = machine_environment(device.threads, device.execution_provider)
+    index = 0
+
+    def store(spec: ArchSpec, measurement: Measurement) -> None:
+        nonlocal index
+        index += 1
         data = E2EMeasurementData(
             arch_hash=spec.content_hash(),
             spec_json=spec.model_dump(mode="json"),
@@ -247,6 +259,7 @@ def measure_networks(
             runs=measurement.runs,
             runtime_version=measurement.runtime_version,
             madds=count_spec(spec).madds,
+            environment=environment,
         )
         with session_scope(sessions) as session:
             row = DeviceRepository(session).require(name)
@@ -254,6 +267,9 @@ def measure_networks(
         known[data.arch_hash] = data.median_ms
         if progress is not None:
             progress(index, len(todo), spec.to_string()[:60])
+
+    # Timed in groups of interleaved rounds (calibration and scored networks share the same minutes).
+    measure_networks_in_rounds(todo, device.threads, policy, on_measured=store)
     return [known[spec.content_hash()] for spec in specs]
 
 

@@ -34,6 +34,7 @@ from nas.latency import (
     store_lut_entries,
 )
 from nas.measurement_jobs import cancel_search_jobs, remote_measure
+from nas.netadapt.pricing import interpolate_from
 from nas.remote_measurements import refit_calibration
 from nas.search.request import SearchRequest
 from nas.search.runner import (
@@ -209,7 +210,9 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
             artifact_root() / public_id,
             measure_locally=local,
             threads=device.threads,
-            latency_for_missing=latency_for_missing if local else None,
+            # Keys NetAdapt or the baseline need beyond the table: measured here on this machine,
+            # interpolated from the measured neighbours for a remote device.
+            latency_for_missing=latency_for_missing if local else interpolate_from(predictor.table),
             # A remote device is asked to measure (a job its agent answers); the search waits for it.
             measure=None if local else remote_measure(sessions, request.device, search_id, recorder),
         )

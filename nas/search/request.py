@@ -44,7 +44,7 @@ EFFORT_PRESETS: dict[str, EffortPreset] = {
         sample_size=2,
     ),
     "quick": EffortPreset(
-        deploy_epochs=2,
+        deploy_epochs=3,
         trials=12,
         epochs=3,
         final_epochs=8,
@@ -55,7 +55,7 @@ EFFORT_PRESETS: dict[str, EffortPreset] = {
         sample_size=2,
     ),
     "default": EffortPreset(
-        deploy_epochs=3,
+        deploy_epochs=5,
         trials=24,
         epochs=5,
         final_epochs=15,
@@ -65,7 +65,7 @@ EFFORT_PRESETS: dict[str, EffortPreset] = {
         sample_size=3,
     ),
     "thorough": EffortPreset(
-        deploy_epochs=5,
+        deploy_epochs=8,
         trials=80,
         epochs=8,
         final_epochs=40,

@@ -1,8 +1,9 @@
 """The remote-device journey over HTTP only: a device registered as remote (2 threads; this server's
 local devices use 1), an agent in a separate process (`hwnas agent --serve-jobs`) that profiles the
-tiny 16 px space's keys, measures the server's calibration networks and then answers measurement
-jobs; the accuracy report scores the held-out networks; a search on the device waits for the agent
-to measure its winner, and reports that measurement.
+tiny space's keys at 64 px, measures the server's calibration networks and then answers measurement
+jobs; the accuracy report scores the held-out networks; a search deployed at 64 px (trials train at
+16 px) under a budget of 1.5x the fastest predicted network waits for the agent to measure its winner,
+and the winner as measured there is within budget.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from nas import calibration_set as calibration_module
 from search_spaces import space as space_module
 from tests.api.search_helpers import DATASET, wait_finished
 
-N_CALIBRATION, N_HELD_OUT = 10, 8
-SCOPE = {"space": "api_tiny", "resolution": 16, "num_classes": 3}
+N_CALIBRATION, N_HELD_OUT = 12, 20
+# Deployed at 64 px (networks of a few tenths of a millisecond, where a predictor can be held to
+# percent-level errors), while the search's trials train at 16 px.
+SCOPE = {"space": "api_tiny", "resolution": 64, "num_classes": 3}
 
 
 def _start_agent(server, device: str, log: Path) -> subprocess.Popen:
     hwnas = Path(sys.executable).with_name("hwnas")
     command = [
         str(hwnas), "agent", "--server", server.url, "--device", device, "--space", "api_tiny",
-        "--resolution", "16", "--num-classes", "3", "--threads", "2", "--quick", "--serve-jobs",
+        "--resolution", str(SCOPE["resolution"]), "--num-classes", "3", "--threads", "2", "--serve-jobs",
         "--max-idle-s", "120",
     ]  # fmt: skip
     environment = {**os.environ, "HWNAS_API_KEY": server.tokens["alice"], "HWNAS_SERVER": server.url}
@@ -45,7 +48,7 @@ def _wait_calibrated(client, device: str, agent: subprocess.Popen, log: Path, ti
             report = client.get(f"/v1/devices/{device}/accuracy", params=SCOPE)
             assert report.status_code == 200, report.text
             return report.json()
-        time.sleep(0.5)
+        time.sleep(2.0)  # the "phone" shares this machine's two cores: poll gently
     raise AssertionError(f"the agent did not measure keys and networks in {timeout} s:\n{log.read_text()}")
 
 
@@ -67,26 +70,27 @@ def test_remote_device_agent_calibrates_and_measures_a_search_winner(
         calibrated = report["scores"]["calibrated"]
         assert (report["n_calibration"], calibrated["n"]) == (N_CALIBRATION, N_HELD_OUT)
         print(f"held-out within ±10%: {calibrated['within_10pct']:.0%}, ±5%: {calibrated['within_5pct']:.0%}")
-        # Tiny 16 px networks run in tens of microseconds at 2 threads on a 2-core machine that also
-        # serves and trains, so scheduler noise is a large share (25-60% within ±10% here); the 95%
-        # target is for real networks on the device itself. What must hold: a sane, scored report.
-        assert calibrated["mean_abs_pct_error"] < 50 and report["scores"]["lut_sum"]["n"] == N_HELD_OUT, report
+        # Target >= 95% within ±10% (seen: 95%, 100%, 100% of 20 held-out networks); at 16 px (tens of
+        # microseconds, 2 threads sharing 2 cores with the server) it was 25-75%, hence 64 px here.
+        assert calibrated["within_10pct"] >= 0.9 and report["scores"]["lut_sum"]["n"] == N_HELD_OUT, report
         device = client.get("/v1/devices/phone").json()
         assert device["environments"][0]["environment"]["threads"] == "2"
 
-        budget = 5.0  # far above what these networks take: the point is who measures, not pruning
-        # No baseline: MobileNetV3-Small's keys are not in this device's table, and the runner prices the
-        # baseline with the LUT (a remote device cannot profile missing keys on demand).
         body = {
             **SCOPE,
             "device": "phone",
             "dataset": DATASET,
-            "budget_ms": budget,
+            "budget_ms": 1e-6,
             "effort": "smoke",
             "seed": 3,
-            "baseline": False,
+            "train_resolution": 16,
         }
         body.pop("num_classes")
+        # The budget: 1.5x the fastest network the calibrated predictor says the space reaches there.
+        refused = client.post("/v1/searches", json=body)
+        assert refused.status_code == 422 and refused.json()["field"] == "budget_ms", refused.text
+        budget = round(1.5 * refused.json()["fastest_ms"], 4)
+        body["budget_ms"] = budget
         submitted = client.post("/v1/searches", json=body)
         assert submitted.status_code == 202, submitted.text
         search_id = submitted.json()["id"]
@@ -102,7 +106,7 @@ def test_remote_device_agent_calibrates_and_measures_a_search_winner(
         result = finished["result"]
         winner = result["winner"]
         assert winner["measured_ms"] == measured_by_hash[winner["arch_hash"]], (winner, measured_by_hash)
-        assert result["winner"]["measured_ms"] <= budget * 1.05
+        assert result["winner"]["measured_ms"] <= budget * 1.05, (result, budget)
         assert client.get("/v1/devices/phone/jobs", params={"status": "pending"}).json()["total"] == 0
     finally:
         agent.send_signal(signal.SIGTERM)
