@@ -48,7 +48,12 @@ DatasetOpt = Annotated[
 SpaceOpt = Annotated[str, typer.Option("--space", help="search space (see `hwnas space list`)")]
 StrategyOpt = Annotated[str, typer.Option(help="random | evolution | pareto")]
 EffortOpt = Annotated[str, typer.Option(help="smoke | quick | default | thorough")]
-ResolutionOpt = Annotated[int, typer.Option(help="training and latency resolution")]
+ResolutionOpt = Annotated[
+    int, typer.Option(help="deployment resolution: latency, budget, export and reported accuracy")
+]
+TrainResolutionOpt = Annotated[
+    int | None, typer.Option(help="resolution the search's trials train at (default: min(resolution, 32))")
+]
 
 
 def _api() -> ApiClient:
@@ -107,6 +112,7 @@ def search_submit(
     strategy: StrategyOpt = "evolution",
     effort: EffortOpt = "quick",
     resolution: ResolutionOpt = 32,
+    train_resolution: TrainResolutionOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
     width: Annotated[list[float] | None, typer.Option("--width", "-w", help="width multiplier (repeatable)")] = None,
     netadapt: Annotated[bool, typer.Option(help="shrink the best candidate with NetAdapt")] = True,
@@ -130,6 +136,8 @@ def search_submit(
         }
         if width:
             body["widths"] = width
+        if train_resolution is not None:
+            body["train_resolution"] = train_resolution
         search = api.post_json("/v1/searches", body)
         if watch:
             err_console.print(f"search {search['id']} {search['status']}; following it")
@@ -460,6 +468,7 @@ def search_run(
     strategy: StrategyOpt = "evolution",
     effort: EffortOpt = "quick",
     resolution: ResolutionOpt = 32,
+    train_resolution: TrainResolutionOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Run a search in this process on the database directly (HWNAS_DATABASE_URL), with a progress bar."""
@@ -467,7 +476,7 @@ def search_run(
 
     request = _request_from_options(
         device=device, budget_ms=budget_ms, dataset=dataset, space=space, strategy=strategy, effort=effort,
-        resolution=resolution, seed=seed,
+        resolution=resolution, train_resolution=train_resolution, seed=seed,
     )  # fmt: skip
     factory = sessions()
     public_id = submit_search(factory, request)
