@@ -9,7 +9,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from latency_lut.kit_runner import TimingPolicy
 from latency_lut.predictor import MissingKeysError
+from latency_lut.profiler import measure_key
 from latency_lut.table import LutEntry
 from nas.latency import add_device, store_lut_entries
 from nas.search.request import SearchRequest
@@ -305,3 +307,36 @@ def test_trials_train_at_the_proxy_resolution_and_the_winner_ships_at_the_deploy
 def test_train_resolution_above_the_deployment_resolution_is_refused() -> None:
     with pytest.raises(ValueError, match="train_resolution 64 is above the deployment resolution 32"):
         _request(resolution=32, train_resolution=64)
+
+
+def test_on_a_remote_device_the_baseline_width_is_chosen_by_prediction_then_measured_once(tmp_path, tiny16_lut) -> None:
+    """A remote measurement is a job a device runs: the baseline's width is bisected on the predictor
+    (keys it lacks come from `latency_for_missing`, e.g. interpolation), and only the chosen width is
+    sent to the device, like the winner."""
+    from latency_lut.device import Device
+    from latency_lut.predictor import LatencyPredictor
+    from latency_lut.table import LatencyTable
+    from nas.search.runner import MemoryRecorder, run_search
+
+    asked: list[ArchSpec] = []
+
+    def remote(spec: ArchSpec) -> float:
+        asked.append(spec)
+        return 1e-3
+
+    fast = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=8, batch_runs=3, max_seconds=0.1)
+    predictor = LatencyPredictor(LatencyTable(Device(name="phone"), dict(tiny16_lut)))
+    request = _request(budget_ms=50.0, netadapt=False, strategy="random")
+    outcome = run_search(
+        request,
+        predictor,
+        MemoryRecorder(),
+        tmp_path / "artifacts",
+        measure_locally=False,
+        latency_for_missing=lambda key: measure_key(key, 1, fast).median_ms,
+        measure=remote,
+    )
+    assert outcome.baseline is not None and outcome.baseline.measured_ms == 1e-3
+    baseline_hash = outcome.baseline.spec.content_hash()
+    assert [spec.content_hash() for spec in asked].count(baseline_hash) == 1
+    assert outcome.winner.measured_ms == 1e-3 and asked[0].content_hash() == outcome.winner.spec.content_hash()

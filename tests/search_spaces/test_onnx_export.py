@@ -118,7 +118,7 @@ def test_onnx_runtime_matches_pytorch(exported) -> None:
     spec, model, onnx_bytes = exported
     assert_output_depends_on_input(model, _input_shape(spec))
     report = check_parity(model, onnx_bytes, _input_shape(spec))
-    assert report.tolerance == TOLERANCE
+    assert report.tolerance >= TOLERANCE  # scaled by the largest output, never below 1e-4
     assert report.max_abs_diff <= TOLERANCE
     assert report.ok
     assert not model.training
