@@ -103,6 +103,12 @@ const fmt = {
 
 // --- the API key -------------------------------------------------------------------------------------
 
+/** A search's phase as a person reads it; `waiting_device`: a remote device is measuring the winner. */
+function phaseText(phase) {
+  if (phase === "waiting_device") return "waiting for the device to measure";
+  return phase ? phase.replace(/_/g, " ") : "";
+}
+
 function takeKeyFromFragment() {
   const params = new URLSearchParams(location.hash.replace(/^#/, ""));
   const key = params.get("key");
@@ -449,7 +455,7 @@ async function searchesPage() {
       { dataset: { searchId: search.id, status: search.status } },
       el("td", {}, el("a", { href, class: "mono", title: search.id }, fmt.short(search.id))),
       el("td", {}, statusPill(search.status)),
-      el("td", { class: "phase", text: search.phase || "–" }),
+      el("td", { class: "phase", text: phaseText(search.phase) || "–" }),
       el("td", { class: "progress-cell" }, progressBar(search.progress, search.status)),
       el("td", { class: "num" }, `${search.trials_done ?? 0}/${search.trials_total ?? "?"}`),
       el("td", { class: "num" }, fmt.ms(search.budget_ms)),
@@ -858,7 +864,7 @@ async function searchPage(searchId) {
           "div",
           { class: "head-status" },
           statusPill(s.status),
-          el("span", { class: "phase", id: "phase" }, s.phase || ""),
+          el("span", { class: "phase", id: "phase" }, phaseText(s.phase)),
         ),
       ),
       el("div", { id: "search-progress" }, progressBar(s.progress, s.status)),
