@@ -171,6 +171,7 @@ def run_agent(
     width: float | Sequence[float] | None = None,
     num_classes: int | None = None,
     batch: int = 20,
+    group_size: int = GROUP_SIZE,
     threads: int | None = None,
     policy: TimingPolicy = TimingPolicy(),
     stop: threading.Event | None = None,
@@ -191,9 +192,14 @@ def run_agent(
     what the device is); `threads`, when given, is what the caller expects and a device with another
     count is refused before anything is measured. `require_this_machine` refuses a device registered
     as another machine (for `hwnas lut profile`, which measures on the machine it runs on).
+
+    Keys are timed `group_size` at a time in interleaved rounds (the kit runner's protocol); `progress`
+    and the stop event are looked at between groups.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be at least 1, got {group_size}")
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be at least 1, got {max_batches}")
     base = device_path(device)
@@ -244,11 +250,11 @@ def run_agent(
         done: list[dict[str, Any]] = []
         try:
             # A batch is timed in groups of interleaved rounds; each group is kept once timed.
-            for start in range(0, len(keys), GROUP_SIZE):
+            for start in range(0, len(keys), group_size):
                 if stop is not None and stop.is_set():
                     stopped = True
                     break
-                group = keys[start : start + GROUP_SIZE]
+                group = keys[start : start + group_size]
                 done.extend(measure_served_keys(api, device, group, threads, policy, provider))
                 if progress is not None:
                     progress(measured + len(done), missing_at_start, group[-1])

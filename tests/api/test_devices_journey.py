@@ -196,25 +196,41 @@ def test_agent_fills_the_table_batch_by_batch_and_resumes_without_repeating(
     assert first.stopped and not first.finished
     assert api.get("/v1/devices/galaxy").json()["lut_entries"] == 10
 
-    # Ctrl-C in the middle of a batch: what that batch measured is posted before the interrupt goes on.
+    # Ctrl-C in the middle of a batch: what that batch measured (its groups timed so far) is posted
+    # before the interrupt goes on. Groups of one key from here on, so progress comes key by key.
     def interrupt_after_two(done: int, total: int, key: str) -> None:
         if done == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_agent(client, "galaxy", **selection, batch=10, policy=fast_policy, progress=interrupt_after_two)
+        run_agent(
+            client, "galaxy", **selection, batch=10, group_size=1, policy=fast_policy, progress=interrupt_after_two
+        )
     assert api.get("/v1/devices/galaxy").json()["lut_entries"] == 12
 
     # A stop event (what SIGTERM sets in the CLI) ends the run after the key being measured.
     stop = threading.Event()
     third = run_agent(
-        client, "galaxy", **selection, batch=10, policy=fast_policy, stop=stop, progress=lambda d, t, k: stop.set()
+        client,
+        "galaxy",
+        **selection,
+        batch=10,
+        group_size=1,
+        policy=fast_policy,
+        stop=stop,
+        progress=lambda d, t, k: stop.set(),
     )
     assert (third.measured, third.stopped, third.missing_now) == (1, True, len(keys) - 13)
 
     seen: list[int] = []
     last = run_agent(
-        client, "galaxy", **selection, batch=10, policy=fast_policy, progress=lambda d, t, k: seen.append(d)
+        client,
+        "galaxy",
+        **selection,
+        batch=10,
+        group_size=1,
+        policy=fast_policy,
+        progress=lambda d, t, k: seen.append(d),
     )
     assert (last.measured, last.missing_at_start, last.missing_now, last.finished) == (len(keys) - 13,) * 2 + (0, True)
     assert seen == list(range(1, len(keys) - 12))

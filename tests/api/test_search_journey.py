@@ -52,7 +52,9 @@ def _all_candidates(client, search_id: str, **params) -> list[dict]:
 
 def test_submit_follow_inspect_and_download_the_winner(search_server, tmp_path) -> None:
     alice = search_server.client("alice")
-    budget = round(2.0 * fastest_ms(search_server), 6)
+    # 3x the fastest: at 16 px MobileNetV3-Small's narrowest width is mostly per-layer overhead and
+    # measured about 2x the tiny space's fastest network, so at 2x the baseline's presence was luck.
+    budget = round(3.0 * fastest_ms(search_server), 6)
 
     # --- submit ----------------------------------------------------------------------------------
     response = alice.post("/v1/searches", json=search_body(budget_ms=budget))
