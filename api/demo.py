@@ -78,9 +78,7 @@ class DemoChoice:
 
 def _journeys(api: ApiClient, sessions: Any, url: str, token: str, choice: DemoChoice, stay: bool) -> dict[str, Any]:
     from latency_lut.agent import run_agent
-    from latency_lut.kit_runner import TimingPolicy
-    from latency_lut.profiler import measure_network
-    from nas.latency import check_device
+    from nas.latency import check_device, measure_now
     from search_spaces import get_space, reference_spec
 
     device, threads, effort, resolution = choice.device, choice.threads, choice.effort, choice.resolution
@@ -113,7 +111,7 @@ def _journeys(api: ApiClient, sessions: Any, url: str, token: str, choice: DemoC
 
     # Journey 2: a search under a budget, submitted over HTTP and followed live.
     reference = reference_spec(space, width=1.0, resolution=resolution, num_classes=classes)
-    reference_ms = measure_network(reference, threads, TimingPolicy()).median_ms
+    reference_ms = measure_now(sessions, device, [reference])[0]
     budget = round(choice.budget_fraction * reference_ms, 4)
     console.print(
         f"[bold]2/3[/] search on scikit-learn's digits deployed at {resolution} px (trials train at "

@@ -4,7 +4,8 @@
 Target at 224 px: calibrated predictor >= 99% within +-10% and >= 92% within +-5%. Beside it, in the
 same run: the raw LUT sum and a linear model of MAdds fitted on the same calibration networks, and the
 noise floor: the first --repeat networks measured again at the end of the run, with the timing protocol
-(interleaved rounds) and with the single-window protocol it replaced.
+(interleaved rounds, normalised by the drift reference timed beside them), without the normalisation,
+and with the single-window protocol it replaced.
 
     python -m bench.predictor_accuracy [--resolution 224] [--n 200] [--n-calibration 20] [--seed 0]
 """
@@ -22,7 +23,7 @@ from bench.common import bench_sessions, ensure_local_device, machine_line
 from latency_lut.kit_runner import TimingPolicy
 from latency_lut.profiler import measure_network
 from latency_lut.profiler import measure_networks as measure_networks_in_rounds
-from nas.latency import check_device, measure_networks, profile_device, sample_specs
+from nas.latency import check_device, measure_networks, measure_now, profile_device, sample_specs
 from nas.store import DeviceRepository, E2EMeasurement, session_scope
 from search_spaces import get_space
 
@@ -75,8 +76,9 @@ def main() -> None:
     specs = sample_specs(space, args.n_calibration + args.n, args.seed)[: args.repeat]
     first = np.asarray(measure_networks(sessions, DEVICE, specs))
     protocols = {
-        "rounds": [m.median_ms for m in measure_networks_in_rounds(specs, 1, TimingPolicy())],
-        "single window": [measure_network(spec, 1, TimingPolicy(rounds=1)).median_ms for spec in specs],
+        "rounds + reference": measure_now(sessions, DEVICE, specs),
+        "rounds, raw": [m.median_ms for m in measure_networks_in_rounds(specs, 1, TimingPolicy())],
+        "single window, raw": [measure_network(spec, 1, TimingPolicy(rounds=1)).median_ms for spec in specs],
     }
     for name, again in protocols.items():
         repeat = np.abs(np.asarray(again) / first - 1)

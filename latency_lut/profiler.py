@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -97,29 +98,81 @@ def measure_network(spec: ArchSpec, threads: int, policy: TimingPolicy = TimingP
     return measure_onnx(network_onnx(spec), shape, threads, policy)
 
 
+@dataclass
+class ReferenceClock:
+    """Puts timings taken minutes apart on one scale: a fixed reference network is timed in every
+    group, in the same interleaved rounds as the group's models, and each model's latency is
+    multiplied by `anchor_ms / reference now`. `anchor_ms` is the reference's latency when the
+    device was first measured (the caller stores it): everything then reads as at that speed.
+
+    Why: on this VM the same networks re-measured 3-5 minutes later were 6% slower on average (only
+    37% within ±5% of their first measurement), although inside one group the rounds agree to 1-2%.
+    Drift of that kind moves the reference with the models timed beside it.
+    """
+
+    reference: ArchSpec
+    anchor_ms: float | None = None
+
+    @property
+    def digest(self) -> str:
+        return self.reference.content_hash()
+
+    def factor(self, reference_ms: float) -> float:
+        if self.anchor_ms is None:
+            self.anchor_ms = reference_ms
+        return self.anchor_ms / reference_ms
+
+
+def reference_network(resolution: int) -> ArchSpec:
+    """The drift reference at `resolution`: MobileNetV3-Small 1.0, a mid-sized network of the same
+    operators (depthwise and pointwise convolutions, SE, h-swish) as the networks it normalises."""
+    from search_spaces.reference import reference_spec
+
+    return reference_spec("mobilenet_v3_small", width=1.0, resolution=resolution, num_classes=1000)
+
+
+def _scaled(measurement: Measurement, factor: float) -> Measurement:
+    return Measurement(
+        measurement.median_ms * factor, measurement.iqr_ms * factor, measurement.runs, measurement.runtime_version
+    )
+
+
 def measure_in_groups(
     models: Iterable[tuple[str, Callable[[], tuple[bytes, tuple[int, ...]]]]],
     threads: int,
     policy: TimingPolicy = TimingPolicy(),
     on_measured: Callable[[str, Measurement], None] | None = None,
     group_size: int = GROUP_SIZE,
+    clock: ReferenceClock | None = None,
 ) -> dict[str, Measurement]:
     """Measure (name, build) models in groups timed in interleaved rounds (the kit runner's protocol);
-    `build()` gives the ONNX bytes and input shape. `on_measured` sees each group's results as soon as
-    the group is timed, so an interrupted run keeps them."""
+    `build()` gives the ONNX bytes and input shape. With a `clock`, its reference network is timed in
+    every group too and the group's latencies are normalised by it. `on_measured` sees each group's
+    results as soon as the group is timed, so an interrupted run keeps them."""
     results: dict[str, Measurement] = {}
     torch.set_num_threads(1)
     pending = list(models)
+    reference_item = None
+    if clock is not None:
+        spec = clock.reference
+        reference_item = (
+            timing_session(network_onnx(spec), threads),
+            (1, spec.in_channels, spec.resolution, spec.resolution),
+        )
     for start in range(0, len(pending), group_size):
         group = pending[start : start + group_size]
         items = []
         for _, build in group:
             onnx_bytes, shape = build()
             items.append((timing_session(onnx_bytes, threads), tuple(shape)))
-        for (name, _), measurement in zip(group, time_in_rounds(items, policy), strict=True):
-            results[name] = measurement
+        if reference_item is not None:
+            items.append(reference_item)
+        measured = time_in_rounds(items, policy)
+        factor = 1.0 if clock is None else clock.factor(measured[-1].median_ms)
+        for (name, _), measurement in zip(group, measured, strict=False):
+            results[name] = _scaled(measurement, factor)
             if on_measured is not None:
-                on_measured(name, measurement)
+                on_measured(name, results[name])
     return results
 
 
@@ -128,9 +181,11 @@ def profile_keys(
     threads: int,
     policy: TimingPolicy = TimingPolicy(),
     on_measured: Callable[[str, Measurement], None] | None = None,
+    clock: ReferenceClock | None = None,
 ) -> dict[str, Measurement]:
     """Measure each key (in groups timed in interleaved rounds); `on_measured` sees every result."""
-    return measure_in_groups(((key, lambda key=key: layer_onnx(key)) for key in keys), threads, policy, on_measured)
+    models = ((key, lambda key=key: layer_onnx(key)) for key in keys)
+    return measure_in_groups(models, threads, policy, on_measured, clock=clock)
 
 
 def measure_networks(
@@ -138,16 +193,17 @@ def measure_networks(
     threads: int,
     policy: TimingPolicy = TimingPolicy(),
     on_measured: Callable[[ArchSpec, Measurement], None] | None = None,
+    clock: ReferenceClock | None = None,
 ) -> list[Measurement]:
     """End-to-end latency of several networks, timed together in interleaved rounds (so that every
-    network's rounds fall in different minutes of a drifting machine); in the order given."""
+    network's rounds fall in different minutes of a drifting machine); in the order given. With a
+    `clock`, normalised by its reference network (see `ReferenceClock`)."""
     by_hash = {spec.content_hash(): spec for spec in specs}
 
     def build(spec: ArchSpec) -> tuple[bytes, tuple[int, ...]]:
         return network_onnx(spec), (1, spec.in_channels, spec.resolution, spec.resolution)
 
     report = None if on_measured is None else (lambda digest, m: on_measured(by_hash[digest], m))
-    measured = measure_in_groups(
-        ((digest, lambda spec=spec: build(spec)) for digest, spec in by_hash.items()), threads, policy, report
-    )
+    models = ((digest, lambda spec=spec: build(spec)) for digest, spec in by_hash.items())
+    measured = measure_in_groups(models, threads, policy, report, clock=clock)
     return [measured[spec.content_hash()] for spec in specs]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from latency_lut.device import Device, this_machine
 from latency_lut.kit_runner import Measurement, TimingPolicy, machine_environment
 from latency_lut.predictor import Calibration, LatencyPredictor, MissingKeysError
+from latency_lut.profiler import ReferenceClock, profile_keys, reference_network
 from latency_lut.profiler import measure_networks as measure_networks_in_rounds
-from latency_lut.profiler import profile_keys
 from latency_lut.report import AccuracyReport, accuracy_report
 from latency_lut.table import LatencyTable, LutEntry
 from nas.calibration_set import sample_specs
@@ -37,7 +37,7 @@ from nas.store import (
     upgrade_database,
 )
 from nas.store import Device as DeviceRow
-from search_spaces.arch_spec import ArchSpec
+from search_spaces.arch_spec import ArchSpec, LayerKey
 from search_spaces.counting import count_spec
 from search_spaces.space import SearchSpace
 
@@ -187,6 +187,7 @@ class ProfileSummary:
     already_measured: int
     measured_now: int
     seconds: float
+    latencies_ms: dict[str, float] = field(default_factory=dict)  # what this run measured, by key
 
 
 def missing_keys(sessions: sessionmaker[Session], name: str, keys: Sequence[str]) -> list[str]:
@@ -213,17 +214,30 @@ def profile_device(
     wanted = len(set(keys))
     environment = machine_environment(device.threads, device.execution_provider)
     done = 0
+    measured: dict[str, float] = {}
 
     def store(key: str, measurement: Measurement) -> None:
         nonlocal done
         store_lut_entries(sessions, name, {key: _entry(measurement, "profiler")}, environment=environment)
+        measured[key] = measurement.median_ms
         done += 1
         if progress is not None:
             progress(done, len(todo), key)
 
-    # Timed in groups of interleaved rounds; each key is stored as soon as its group is timed.
-    profile_keys(todo, device.threads, policy, on_measured=store)
-    return ProfileSummary(wanted, wanted - len(todo), len(todo), time.perf_counter() - started)
+    # Timed in groups of interleaved rounds beside the device's drift reference (at the keys' input
+    # resolution); each key is stored as soon as its group is timed.
+    if todo:
+        clock = device_clock(sessions, name, _network_resolution(keys))
+        profile_keys(todo, device.threads, policy, on_measured=store, clock=clock)
+        save_clock(sessions, name, clock)
+    return ProfileSummary(wanted, wanted - len(todo), len(todo), time.perf_counter() - started, measured)
+
+
+def _network_resolution(keys: Sequence[str]) -> int:
+    """The input resolution of the networks `keys` come from: the largest stem input among them (a
+    key alone sees its layer's input, the stem sees the network's); without a stem, the largest input."""
+    stems = [LayerKey.parse(key).input_shape[-1] for key in keys if key.startswith("stem")]
+    return max(stems) if stems else max(LayerKey.parse(key).input_shape[-1] for key in keys)
 
 
 def _entry(measurement: Measurement, source: str) -> LutEntry:
@@ -268,9 +282,71 @@ def measure_networks(
         if progress is not None:
             progress(index, len(todo), spec.to_string()[:60])
 
-    # Timed in groups of interleaved rounds (calibration and scored networks share the same minutes).
-    measure_networks_in_rounds(todo, device.threads, policy, on_measured=store)
+    # Timed in groups of interleaved rounds (calibration and scored networks share the same minutes),
+    # each group beside the device's drift reference at the networks' resolution.
+    for resolution in sorted({spec.resolution for spec in todo}):
+        clock = device_clock(sessions, name, resolution)
+        same_size = [spec for spec in todo if spec.resolution == resolution]
+        measure_networks_in_rounds(same_size, device.threads, policy, on_measured=store, clock=clock)
+        save_clock(sessions, name, clock)
     return [known[spec.content_hash()] for spec in specs]
+
+
+def measure_now(
+    sessions: sessionmaker[Session], name: str, specs: Sequence[ArchSpec], policy: TimingPolicy = TimingPolicy()
+) -> list[float]:
+    """End-to-end latency of `specs` on this machine now, on the device's reference scale; stores
+    nothing (a search's winner, a baseline, a re-measurement)."""
+    device = get_device(sessions, name)
+    if not is_this_machine(device):
+        raise NotThisMachineError(name)
+    found: dict[str, float] = {}
+    for resolution in sorted({spec.resolution for spec in specs}):
+        clock = device_clock(sessions, name, resolution)
+        same_size = [spec for spec in specs if spec.resolution == resolution]
+        for spec, measured in zip(
+            same_size, measure_networks_in_rounds(same_size, device.threads, policy, clock=clock), strict=True
+        ):
+            found[spec.content_hash()] = measured.median_ms
+        save_clock(sessions, name, clock)
+    return [found[spec.content_hash()] for spec in specs]
+
+
+REFERENCES = "references"
+"""Key of the calibration document holding the drift reference's anchor latency per reference network."""
+
+
+def _coefficients(session: Session, device_id: int) -> dict:
+    stored = CalibrationRepository(session).get(device_id)
+    return dict(stored.coefficients) if stored else {}
+
+
+def device_clock(sessions: sessionmaker[Session], name: str, resolution: int) -> ReferenceClock:
+    """The device's drift reference at `resolution`, with the anchor stored when it was first timed."""
+    reference = reference_network(resolution)
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        anchors = _coefficients(session, row.id).get(REFERENCES, {})
+    return ReferenceClock(reference, anchors.get(reference.content_hash()))
+
+
+def save_clock(sessions: sessionmaker[Session], name: str, clock: ReferenceClock) -> None:
+    """Keep a new anchor (the first time the reference was timed on this device); never move one."""
+    if clock.anchor_ms is None:
+        return
+    with session_scope(sessions) as session:
+        row = DeviceRepository(session).require(name)
+        repository = CalibrationRepository(session)
+        stored = repository.get(row.id)
+        coefficients = dict(stored.coefficients) if stored else {"scopes": {}}
+        anchors = dict(coefficients.get(REFERENCES, {}))
+        if clock.digest in anchors:
+            return
+        anchors[clock.digest] = clock.anchor_ms
+        coefficients[REFERENCES] = anchors
+        repository.save(
+            row.id, stored.method if stored else "identity", coefficients, stored.n_measurements if stored else 0
+        )
 
 
 def check_device(
@@ -318,6 +394,8 @@ def save_calibration(sessions: sessionmaker[Session], name: str, space: SearchSp
     """Store `calibration` for the space's scope beside the device's other scopes."""
     with session_scope(sessions) as session:
         row = DeviceRepository(session).require(name)
-        scopes = stored_calibration_scopes(session, row.id)
+        coefficients = _coefficients(session, row.id)
+        scopes = dict(coefficients.get("scopes", {}))
         scopes[calibration_scope(space)] = calibration.to_dict()
-        CalibrationRepository(session).save(row.id, calibration.method, {"scopes": scopes}, calibration.n_measurements)
+        coefficients["scopes"] = scopes  # drift-reference anchors stay beside the scopes
+        CalibrationRepository(session).save(row.id, calibration.method, coefficients, calibration.n_measurements)

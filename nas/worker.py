@@ -23,15 +23,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lut.kit_runner import TimingPolicy
 from latency_lut.predictor import MissingKeysError
-from latency_lut.profiler import measure_key
-from latency_lut.table import LutEntry
 from nas.latency import (
     check_device,
     get_device,
     is_this_machine,
     load_predictor,
+    load_table,
+    measure_now,
     profile_device,
-    store_lut_entries,
 )
 from nas.measurement_jobs import cancel_search_jobs, remote_measure
 from nas.netadapt.pricing import interpolate_from
@@ -194,14 +193,12 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
         predictor = _predictor_covering(sessions, request, local, recorder)
 
         def latency_for_missing(key: str) -> float:
-            measurement = measure_key(key, device.threads, TimingPolicy())
-            store_lut_entries(
-                sessions,
-                request.device,
-                {key: LutEntry(measurement.median_ms, measurement.iqr_ms, measurement.runs,
-                               measurement.runtime_version, "profiler")},
-            )  # fmt: skip
-            return measurement.median_ms
+            # Profiled and stored like any key (on the device's drift-reference scale).
+            measured = profile_device(sessions, request.device, [key], TimingPolicy()).latencies_ms
+            return measured[key] if key in measured else load_table(sessions, request.device).latency_ms(key)
+
+        def measure_here(spec: ArchSpec) -> float:
+            return measure_now(sessions, request.device, [spec])[0]
 
         outcome = run_search(
             request,
@@ -214,7 +211,7 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
             # interpolated from the measured neighbours for a remote device.
             latency_for_missing=latency_for_missing if local else interpolate_from(predictor.table),
             # A remote device is asked to measure (a job its agent answers); the search waits for it.
-            measure=None if local else remote_measure(sessions, request.device, search_id, recorder),
+            measure=measure_here if local else remote_measure(sessions, request.device, search_id, recorder),
         )
         with session_scope(sessions) as session:
             architectures = ArchitectureRepository(session)
