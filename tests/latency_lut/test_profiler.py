@@ -70,3 +70,42 @@ def test_device_names_and_this_machine() -> None:
             Device(name=bad)
     with pytest.raises(ValueError):
         Device(name="ok", threads=0)
+
+
+def test_time_in_rounds_takes_the_median_over_rounds_and_shares_the_caps() -> None:
+    from latency_lut.kit_runner import time_in_rounds
+
+    policy = TimingPolicy(warmup_runs=1, min_runs=6, max_runs=12, batch_runs=2, max_seconds=0.3, rounds=3)
+    assert policy.per_round().max_runs == 4 and policy.per_round().max_seconds == pytest.approx(0.1)
+    sessions = [timing_session(layer_onnx(key)[0], 1) for key in KEYS[:2]]
+    measured = time_in_rounds([(s, layer_onnx(k)[1]) for s, k in zip(sessions, KEYS[:2], strict=True)], policy)
+    assert len(measured) == 2
+    for measurement in measured:
+        assert measurement.median_ms > 0 and 3 <= measurement.runs <= policy.max_runs
+
+
+def test_a_reference_clock_puts_groups_timed_at_different_speeds_on_one_scale(monkeypatch) -> None:
+    """The second group is timed while the machine runs at half speed (every time doubles, the
+    reference's too): normalised by the reference, its keys read as at the first group's speed."""
+    from latency_lut import profiler
+    from latency_lut.kit_runner import Measurement
+    from latency_lut.profiler import ReferenceClock, measure_in_groups, reference_network
+
+    slowdown = iter([1.0, 2.0])
+
+    def fake_rounds(items, policy):  # every model "takes" 1 ms, the reference (3rd item) 5 ms, x slowdown
+        factor = next(slowdown)
+        times = [1.0 * factor] * 2 + [5.0 * factor] * (len(items) - 2)
+        return [Measurement(t, 0.1 * t, 9, "test") for t in times]
+
+    monkeypatch.setattr(profiler, "time_in_rounds", fake_rounds)
+    clock = ReferenceClock(reference_network(32))
+    keys = [f"k{i}" for i in range(4)]
+    models = [(key, lambda key=key: layer_onnx(KEYS[0])) for key in keys]
+    measured = measure_in_groups(models, 1, FAST, group_size=2, clock=clock)
+    assert clock.anchor_ms == 5.0
+    assert [measured[key].median_ms for key in keys] == [1.0, 1.0, 1.0, 1.0]
+    # Without the clock the second group reads twice as slow.
+    slowdown = iter([1.0, 2.0])
+    raw = measure_in_groups(models, 1, FAST, group_size=2)
+    assert [raw[key].median_ms for key in keys] == [1.0, 1.0, 2.0, 2.0]

@@ -179,6 +179,34 @@ def test_profile_measures_and_stores_every_key(
     assert stored_lut(session_factory, "cpu-1t") == stored
 
 
+def test_the_drift_reference_anchor_is_kept_once_and_survives_calibrations(
+    session_factory: Sessions, tiny_lut_space: SearchSpace, fast_policy: TimingPolicy
+) -> None:
+    """Profiling times the drift reference beside the keys and stores its first latency as the
+    device's anchor; later timings and calibration fits never move it."""
+    from latency_lut.predictor import Calibration
+    from nas.latency import REFERENCES, device_clock, measure_now, save_calibration
+
+    keys = tiny_lut_space.block_keys()
+    add_device(session_factory, "cpu-1t", threads=1)
+    profile_device(session_factory, "cpu-1t", keys, fast_policy)
+    resolution = tiny_lut_space.resolutions[0]
+    clock = device_clock(session_factory, "cpu-1t", resolution)
+    assert clock.anchor_ms is not None and clock.anchor_ms > 0
+    anchor = clock.anchor_ms
+
+    save_calibration(session_factory, "cpu-1t", tiny_lut_space, Calibration(scale=1.1, n_measurements=3))
+    spec = sample_specs(tiny_lut_space, 1, seed=0)[0]
+    (measured,) = measure_now(session_factory, "cpu-1t", [spec], fast_policy)
+    assert math.isfinite(measured) and measured > 0
+    with session_scope(session_factory) as session:
+        device_id = DeviceRepository(session).require("cpu-1t").id
+        coefficients = CalibrationRepository(session).get(device_id).coefficients
+    assert coefficients[REFERENCES] == {clock.digest: anchor}
+    assert coefficients["scopes"][calibration_scope(tiny_lut_space)]["scale"] == 1.1
+    assert device_clock(session_factory, "cpu-1t", resolution).anchor_ms == anchor
+
+
 def test_interrupted_profile_keeps_its_work_and_resumes_with_the_rest(
     session_factory: Sessions, tiny_lut_space: SearchSpace, fast_policy: TimingPolicy
 ) -> None:
