@@ -203,8 +203,12 @@ def profile_device(
     keys: Sequence[str],
     policy: TimingPolicy = TimingPolicy(),
     progress: Progress | None = None,
+    resolution: int | None = None,
 ) -> ProfileSummary:
-    """Measure the keys this device lacks on this machine, storing each one as soon as it is timed."""
+    """Measure the keys this device lacks on this machine, storing each one as soon as it is timed.
+
+    Keys are timed beside the drift reference at `resolution`, the input size of the networks they
+    belong to (default: the stem keys' input; without a stem key and `resolution`, no reference)."""
 
     device = get_device(sessions, name)
     if not is_this_machine(device):
@@ -226,18 +230,21 @@ def profile_device(
 
     # Timed in groups of interleaved rounds beside the device's drift reference (at the keys' input
     # resolution); each key is stored as soon as its group is timed.
-    if todo:
-        clock = device_clock(sessions, name, _network_resolution(keys))
+    network_resolution = resolution or _network_resolution(keys)
+    if todo and network_resolution is None:
+        profile_keys(todo, device.threads, policy, on_measured=store)  # no reference known: as measured
+    elif todo:
+        clock = device_clock(sessions, name, network_resolution)
         profile_keys(todo, device.threads, policy, on_measured=store, clock=clock)
         save_clock(sessions, name, clock)
     return ProfileSummary(wanted, wanted - len(todo), len(todo), time.perf_counter() - started, measured)
 
 
-def _network_resolution(keys: Sequence[str]) -> int:
+def _network_resolution(keys: Sequence[str]) -> int | None:
     """The input resolution of the networks `keys` come from: the largest stem input among them (a
-    key alone sees its layer's input, the stem sees the network's); without a stem, the largest input."""
+    key alone sees its layer's input, only the stem sees the network's); None without a stem key."""
     stems = [LayerKey.parse(key).input_shape[-1] for key in keys if key.startswith("stem")]
-    return max(stems) if stems else max(LayerKey.parse(key).input_shape[-1] for key in keys)
+    return max(stems) if stems else None
 
 
 def _entry(measurement: Measurement, source: str) -> LutEntry:

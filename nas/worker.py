@@ -194,7 +194,9 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
 
         def latency_for_missing(key: str) -> float:
             # Profiled and stored like any key (on the device's drift-reference scale).
-            measured = profile_device(sessions, request.device, [key], TimingPolicy()).latencies_ms
+            measured = profile_device(
+                sessions, request.device, [key], TimingPolicy(), resolution=request.resolution
+            ).latencies_ms
             return measured[key] if key in measured else load_table(sessions, request.device).latency_ms(key)
 
         def measure_here(spec: ArchSpec) -> float:
@@ -269,7 +271,7 @@ def _predictor_covering(sessions: sessionmaker[Session], request: SearchRequest,
     missing = predictor.table.missing_keys(space.block_keys())
     if missing and local:
         recorder.event("profile", f"profiling {len(missing)} block keys the device's table lacks")
-        profile_device(sessions, request.device, missing, TimingPolicy())
+        profile_device(sessions, request.device, missing, TimingPolicy(), resolution=request.resolution)
         predictor = load_predictor(sessions, request.device, space)
     if not local and predictor.calibration.n_measurements == 0 and refit_calibration(sessions, request.device, space):
         recorder.event("calibrate", "calibrated the predictor on the device's measured calibration networks")

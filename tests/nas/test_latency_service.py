@@ -207,6 +207,24 @@ def test_the_drift_reference_anchor_is_kept_once_and_survives_calibrations(
     assert device_clock(session_factory, "cpu-1t", resolution).anchor_ms == anchor
 
 
+def test_a_single_inner_key_is_profiled_beside_the_reference_of_its_network_resolution(
+    session_factory: Sessions, tiny_lut_space: SearchSpace, fast_policy: TimingPolicy
+) -> None:
+    """What NetAdapt asks on demand: one key deep in the network (input 8x8 or smaller). The reference
+    is the network's, at the resolution given; without one (and no stem key), the key is stored as timed."""
+    from nas.latency import device_clock
+
+    inner = [key for key in tiny_lut_space.block_keys() if not key.startswith("stem")]
+    add_device(session_factory, "cpu-1t", threads=1)
+    resolution = tiny_lut_space.resolutions[0]
+    first = profile_device(session_factory, "cpu-1t", inner[:1], fast_policy, resolution=resolution)
+    assert list(first.latencies_ms) == inner[:1] and first.latencies_ms[inner[0]] > 0
+    assert device_clock(session_factory, "cpu-1t", resolution).anchor_ms is not None
+    second = profile_device(session_factory, "cpu-1t", inner[1:2], fast_policy)
+    assert list(second.latencies_ms) == inner[1:2]
+    assert set(stored_lut(session_factory, "cpu-1t")) == set(inner[:2])
+
+
 def test_interrupted_profile_keeps_its_work_and_resumes_with_the_rest(
     session_factory: Sessions, tiny_lut_space: SearchSpace, fast_policy: TimingPolicy
 ) -> None:
