@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lut.kit_runner import TimingPolicy
 from latency_lut.predictor import MissingKeysError
+from latency_lut.table import LutEntry
 from nas.latency import (
     check_device,
     get_device,
@@ -192,12 +193,19 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
         local = is_this_machine(device)
         predictor = _predictor_covering(sessions, request, local, recorder)
 
-        def latency_for_missing(key: str) -> float:
-            # Profiled and stored like any key (on the device's drift-reference scale).
+        def latency_for_missing(keys: list[str]) -> dict[str, float]:
+            # Profiled together (one drift-reference timing per group of 16) and stored like any key.
             measured = profile_device(
-                sessions, request.device, [key], TimingPolicy(), resolution=request.resolution
+                sessions, request.device, keys, TimingPolicy(), resolution=request.resolution
             ).latencies_ms
-            return measured[key] if key in measured else load_table(sessions, request.device).latency_ms(key)
+            if set(keys) <= set(measured):
+                return measured
+            table = load_table(sessions, request.device)  # stored meanwhile by another process
+            return {key: measured[key] if key in measured else table.latency_ms(key) for key in keys}
+
+        def interpolated(keys: list[str]) -> dict[str, LutEntry]:
+            interpolate = interpolate_from(predictor.table)
+            return {key: interpolate(key) for key in keys}
 
         def measure_here(spec: ArchSpec) -> float:
             return measure_now(sessions, request.device, [spec])[0]
@@ -211,7 +219,7 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
             threads=device.threads,
             # Keys NetAdapt or the baseline need beyond the table: measured here on this machine,
             # interpolated from the measured neighbours for a remote device.
-            latency_for_missing=latency_for_missing if local else interpolate_from(predictor.table),
+            latency_for_missing=latency_for_missing if local else interpolated,
             # A remote device is asked to measure (a job its agent answers); the search waits for it.
             measure=measure_here if local else remote_measure(sessions, request.device, search_id, recorder),
         )

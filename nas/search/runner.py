@@ -185,7 +185,7 @@ def run_search(
     *,
     measure_locally: bool,
     threads: int = 1,
-    latency_for_missing: Callable[[str], Any] | None = None,
+    latency_for_missing: MissingLatencies | None = None,
     measure: Callable[[ArchSpec], float] | None = None,
 ) -> SearchOutcome:
     """Run a whole search. `predictor` must cover the space at the request's resolution.
@@ -487,21 +487,25 @@ def _observation(space: SearchSpace, candidate: CandidateRecord) -> Observation:
     )
 
 
+MissingLatencies = Callable[[list[str]], dict[str, Any]]
+"""Keys -> their latency: milliseconds measured on demand, or a `LutEntry` (e.g. interpolated for a
+remote device). Asked for all the keys a network lacks at once, so a profiler can time them together."""
+
+
 def _latency_function(
-    predictor: LatencyPredictor, latency_for_missing: Callable[[str], Any] | None
+    predictor: LatencyPredictor, latency_for_missing: MissingLatencies | None
 ) -> Callable[[ArchSpec], float]:
-    """Predicted latency of any spec; keys outside the table are filled by `latency_for_missing`
-    (milliseconds measured on demand, or a `LutEntry`, e.g. interpolated for a remote device)."""
+    """Predicted latency of any spec; keys outside the table are filled by `latency_for_missing`."""
 
     def latency_of(spec: ArchSpec) -> float:
         missing = predictor.table.missing_keys(spec.block_keys())
         if missing:
             if latency_for_missing is None:
                 raise MissingKeysError(predictor.table.device.name, missing)
-
+            found = latency_for_missing(list(missing))
             for key in missing:
-                found = latency_for_missing(key)
-                entry = found if isinstance(found, LutEntry) else LutEntry(found, 0.0, 1, "on-demand", "profiler")
+                value = found[key]
+                entry = value if isinstance(value, LutEntry) else LutEntry(value, 0.0, 1, "on-demand", "profiler")
                 predictor.table.add(key, entry)
         return predictor.predict_ms(spec)
 

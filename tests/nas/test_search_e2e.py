@@ -215,7 +215,7 @@ def _run_with_measurement(tmp_path, tiny16_lut, request: SearchRequest, measure)
         recorder,
         tmp_path / "artifacts",
         measure_locally=True,
-        latency_for_missing=lambda key: measure_key(key, 1, fast).median_ms,
+        latency_for_missing=lambda keys: {key: measure_key(key, 1, fast).median_ms for key in keys},
         measure=measure,
     )
     return outcome, predictor, recorder
@@ -333,7 +333,7 @@ def test_on_a_remote_device_the_baseline_width_is_chosen_by_prediction_then_meas
         MemoryRecorder(),
         tmp_path / "artifacts",
         measure_locally=False,
-        latency_for_missing=lambda key: measure_key(key, 1, fast).median_ms,
+        latency_for_missing=lambda keys: {key: measure_key(key, 1, fast).median_ms for key in keys},
         measure=remote,
     )
     assert outcome.baseline is not None and outcome.baseline.measured_ms == 1e-3
