@@ -11,6 +11,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -272,16 +273,7 @@ def measure_networks(
     def store(spec: ArchSpec, measurement: Measurement) -> None:
         nonlocal index
         index += 1
-        data = E2EMeasurementData(
-            arch_hash=spec.content_hash(),
-            spec_json=spec.model_dump(mode="json"),
-            median_ms=measurement.median_ms,
-            iqr_ms=measurement.iqr_ms,
-            runs=measurement.runs,
-            runtime_version=measurement.runtime_version,
-            madds=count_spec(spec).madds,
-            environment=environment,
-        )
+        data = e2e_measurement_data(spec, measurement, environment)
         with session_scope(sessions) as session:
             row = DeviceRepository(session).require(name)
             MeasurementRepository(session).upsert(row.id, data)
@@ -297,6 +289,21 @@ def measure_networks(
         measure_networks_in_rounds(same_size, device.threads, policy, on_measured=store, clock=clock)
         save_clock(sessions, name, clock)
     return [known[spec.content_hash()] for spec in specs]
+
+
+def e2e_measurement_data(spec: ArchSpec, measured: Any, environment: dict[str, str] | None) -> E2EMeasurementData:
+    """The stored row of one end-to-end measurement (`measured`: anything with median_ms, iqr_ms,
+    runs and runtime_version: a local `Measurement`, a kit's or an agent's result)."""
+    return E2EMeasurementData(
+        arch_hash=spec.content_hash(),
+        spec_json=spec.model_dump(mode="json"),
+        median_ms=measured.median_ms,
+        iqr_ms=measured.iqr_ms,
+        runs=measured.runs,
+        runtime_version=measured.runtime_version,
+        madds=count_spec(spec).madds,
+        environment=environment,
+    )
 
 
 def measure_now(

@@ -37,6 +37,7 @@ from nas.latency import (
     Pair,
     Progress,
     calibration_scope,
+    e2e_measurement_data,
     get_device,
     load_predictor,
     missing_keys,
@@ -46,7 +47,6 @@ from nas.latency import (
 )
 from nas.store import (
     DeviceRepository,
-    E2EMeasurementData,
     KitRepository,
     LutEntryData,
     LutRepository,
@@ -54,7 +54,6 @@ from nas.store import (
     session_scope,
 )
 from search_spaces.arch_spec import ArchSpec
-from search_spaces.counting import count_spec
 from search_spaces.space import SPACES, SearchSpace
 
 
@@ -93,16 +92,7 @@ def missing_networks(sessions: sessionmaker[Session], name: str, space: SearchSp
 
 
 def _e2e_data(spec: ArchSpec, entry: LutEntry | NetworkMeasurement, environment: dict[str, str] | None) -> Any:
-    return E2EMeasurementData(
-        arch_hash=spec.content_hash(),
-        spec_json=spec.model_dump(mode="json"),
-        median_ms=entry.median_ms,
-        iqr_ms=entry.iqr_ms,
-        runs=entry.runs,
-        runtime_version=entry.runtime_version,
-        madds=count_spec(spec).madds,
-        environment=environment,
-    )
+    return e2e_measurement_data(spec, entry, environment)
 
 
 def store_network_measurements(
