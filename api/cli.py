@@ -312,7 +312,7 @@ def demo(
 
 # Command groups living in their own modules register themselves on `app` when imported.
 import api.cli_devices  # noqa: E402, F401 - `device`, `lut`
-import api.cli_searches  # noqa: E402, F401 - `search`
+import api.cli_predict  # noqa: E402, F401 - `arch predict` (imports api.cli_searches: `search`, `arch`, `dataset`)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ search_app = typer.Typer(
     help="Searches through the service (HWNAS_SERVER, HWNAS_API_KEY); `search run` runs one here instead.",
     no_args_is_help=True,
 )
-arch_app = typer.Typer(help="Architectures searches exported: show, list, download.", no_args_is_help=True)
+arch_app = typer.Typer(help="Architectures searches exported: show, list, download, predict.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Datasets uploaded to the service (.npz or ImageFolder zip).", no_args_is_help=True)
 app.add_typer(search_app, name="search")
 app.add_typer(arch_app, name="arch")
@@ -296,7 +296,9 @@ def print_outcome(search: dict[str, Any]) -> None:
     console.print(table)
     winner = result["winner"]
     if winner.get("artifact_dir"):
-        console.print(f"winner artifacts (spec.json, model.onnx, weights.pt): {winner['artifact_dir']}")
+        console.print(
+            f"winner artifacts (spec.json, model.onnx, model_uint8.onnx, weights.pt): {winner['artifact_dir']}"
+        )
     elif winner.get("architecture_id"):
         console.print(f"download the winner: `hwnas arch download {winner['architecture_id']} -o DIR`")
 
@@ -489,7 +491,12 @@ def search_run(
 
 # --- architectures ---------------------------------------------------------------------------------
 
-ARTIFACT_FILES = {"spec": "spec.json", "onnx": "model.onnx", "weights": "weights.pt"}
+ARTIFACT_FILES = {
+    "spec": "spec.json",
+    "onnx": "model.onnx",
+    "onnx_uint8": "model_uint8.onnx",
+    "weights": "weights.pt",
+}
 
 
 @arch_app.command("show")
@@ -541,16 +548,20 @@ def arch_download(
     output: Annotated[Path, typer.Option("--output", "-o", help="directory to write into (created if missing)")],
     as_json: AsJson = False,
 ) -> None:
-    """Download spec.json, model.onnx and weights.pt of an architecture into a directory."""
-    output.mkdir(parents=True, exist_ok=True)
+    """Download spec.json, model.onnx, model_uint8.onnx and weights.pt of an architecture into a directory.
+
+    Every file the architecture has (older exports have no model_uint8.onnx)."""
     written: dict[str, Any] = {}
     with _api() as api:
-        api.get_json(f"/v1/architectures/{architecture_id}")  # 404 before any file is created
+        arch = api.get_json(f"/v1/architectures/{architecture_id}")  # 404 before any file is created
+        output.mkdir(parents=True, exist_ok=True)
         for kind, name in ARTIFACT_FILES.items():
+            if kind not in arch["files"]:
+                continue
             target = output / name
             partial = output / f".{name}.part"
             try:
-                size = api.download(f"/v1/architectures/{architecture_id}/{kind}", partial)
+                size = api.download(arch["links"][kind], partial)
                 partial.replace(target)
             finally:
                 partial.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lut.predictor import MissingKeysError
-from nas.datasets import load_dataset
+from nas.datasets import check_splittable, load_dataset
 from nas.latency import get_device, is_this_machine, load_predictor
 from nas.search.request import SearchRequest
 from nas.search.runner import BudgetUnreachableError, search_space_for
@@ -29,6 +29,7 @@ def submit_search(
     """
     device = get_device(sessions, request.device)
     dataset = load_dataset(request.dataset)
+    check_splittable(dataset, with_test=True)
     space = search_space_for(request, dataset.num_classes)
     predictor = load_predictor(sessions, request.device, space)
     missing = predictor.table.missing_keys(space.block_keys())

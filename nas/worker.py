@@ -44,6 +44,7 @@ from nas.search.runner import (
     run_search,
     search_space_for,
 )
+from nas.search.supernet_search import SupernetStore
 from nas.store import (
     ArchitectureRepository,
     CandidateData,
@@ -97,6 +98,7 @@ class DatabaseRecorder:
                 train_seconds=row.train_seconds,
                 trial_id=row.trial_id,
                 error=row.error,
+                evaluation=row.evaluation,
             )
             for row in rows
         ]
@@ -117,6 +119,7 @@ class DatabaseRecorder:
             trial_id=candidate.trial_id,
             train_seconds=candidate.train_seconds,
             error=candidate.error,
+            evaluation=candidate.evaluation,  # type: ignore[arg-type]
         )
         with session_scope(self.sessions) as session:
             CandidateRepository(session).add(self.search_id, data)
@@ -222,6 +225,8 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
             latency_for_missing=latency_for_missing if local else interpolated,
             # A remote device is asked to measure (a job its agent answers); the search waits for it.
             measure=measure_here if local else remote_measure(sessions, request.device, search_id, recorder),
+            # trained supernets are shared by every search on the same data (one row + file each)
+            supernets=SupernetStore(artifact_root() / "supernets", sessions),
         )
         with session_scope(sessions) as session:
             architectures = ArchitectureRepository(session)
@@ -243,6 +248,8 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
                     owner=owner,
                     measured_ms=record.measured_ms,
                     accuracy=record.accuracy,
+                    test_accuracy=record.test_accuracy,
+                    test_indices=record.test_indices,
                 )
                 ids[record.role] = row.public_id
         result = {**outcome.summary, "architectures": ids}

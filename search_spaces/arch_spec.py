@@ -135,6 +135,9 @@ class HeadSpec(_Frozen):
         )
 
 
+# Top-level keys a downloaded spec.json adds to the spec (see nas.preprocessing); `from_json` skips them.
+DOWNLOAD_KEYS = ("preprocessing", "class_names")
+
 _BLOCK_RE = re.compile(r"(?P<kind>ds|ir)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>\d+)_c(?P<c>\d+)(?P<se>_se)?_(?P<act>re|r6|hs)")
 _KEY_RE = re.compile(r"(?P<body>[a-z0-9_]+)@(?P<h>\d+)x(?P<w>\d+)x(?P<c>\d+)")
 _STEM_RE = re.compile(r"stem_k(?P<k>\d+)_s(?P<s>\d+)_c(?P<c>\d+)_(?P<act>re|r6|hs)")
@@ -255,7 +258,15 @@ class ArchSpec(_Frozen):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ArchSpec:
-        return cls.model_validate_json(text)
+        """A spec from its JSON, or from a downloaded spec.json: that document also says how to feed the
+        network and what its outputs mean (`DOWNLOAD_KEYS`), which describe the data, not the network."""
+        try:
+            document = json.loads(text)
+        except ValueError:
+            return cls.model_validate_json(text)  # pydantic's own message for malformed JSON
+        if isinstance(document, dict):
+            document = {key: value for key, value in document.items() if key not in DOWNLOAD_KEYS}
+        return cls.model_validate(document)
 
     def to_string(self) -> str:
         """One readable line: resolution, stem, blocks, head."""

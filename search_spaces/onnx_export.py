@@ -19,8 +19,11 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
 
-def export_module(module: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET) -> bytes:
-    """Serialise a module (in eval mode) to ONNX bytes with a fixed input shape.
+def export_module(
+    module: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET, dynamic_batch: bool = False
+) -> bytes:
+    """Serialise a module (in eval mode) to ONNX bytes with a fixed input shape (the batch dimension
+    left open with `dynamic_batch`).
 
     Uses the TorchScript-based exporter: it needs no extra packages and exports a small block in
     tens of milliseconds, which matters when profiling thousands of lookup-table keys.
@@ -40,6 +43,7 @@ def export_module(module: nn.Module, input_shape: tuple[int, ...], opset: int = 
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 opset_version=opset,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
                 dynamo=False,
             )
     finally:

@@ -1,9 +1,11 @@
 """`/v1/architectures`: the networks searches exported (winner and baseline), with their files.
 
     GET /v1/architectures                      own (admins: all), newest first, paginated
-    GET /v1/architectures/{id}                 metadata: role, search, spec JSON, latency, accuracy, counts
+    GET /v1/architectures/{id}                 metadata: role, search, spec JSON, latency, validation and
+                                               test accuracy, the test images' positions, counts
     GET /v1/architectures/{id}/spec            spec.json    (application/json)
-    GET /v1/architectures/{id}/onnx            model.onnx   (application/octet-stream)
+    GET /v1/architectures/{id}/onnx            model.onnx   (float32 NCHW input; preprocessing in its metadata)
+    GET /v1/architectures/{id}/onnx-uint8      model_uint8.onnx (raw uint8 NHWC images; preprocessing in the graph)
     GET /v1/architectures/{id}/weights         weights.pt   (PyTorch: {"spec": ..., "state_dict": ...})
 
 Files are streamed from the artifact directory the database records; another key's architecture reads
@@ -28,11 +30,12 @@ from search_spaces.arch_spec import ArchSpec
 
 router = APIRouter(tags=["architectures"])
 
-ArtifactKind = Literal["spec", "onnx", "weights"]
-# kind -> (download name, media type)
+ArtifactKind = Literal["spec", "onnx", "onnx_uint8", "weights"]
+# kind -> (download name, media type); a kind's URL segment is its name with '-' for '_'
 ARTIFACTS: dict[str, tuple[str, str]] = {
     "spec": ("spec.json", "application/json"),
     "onnx": ("model.onnx", "application/octet-stream"),
+    "onnx_uint8": ("model_uint8.onnx", "application/octet-stream"),
     "weights": ("weights.pt", "application/octet-stream"),
 }
 
@@ -61,7 +64,7 @@ def spec_string(spec: dict[str, Any]) -> str:
 
 def architecture_links(public_id: str) -> dict[str, str]:
     base = f"/v1/architectures/{public_id}"
-    return {"self": base, **{kind: f"{base}/{kind}" for kind in ARTIFACTS}}
+    return {"self": base, **{kind: f"{base}/{kind.replace('_', '-')}" for kind in ARTIFACTS}}
 
 
 def architecture_summary(row: Architecture) -> dict[str, Any]:
@@ -74,6 +77,7 @@ def architecture_summary(row: Architecture) -> dict[str, Any]:
             "arch_hash": row.arch_hash,
             "spec_string": spec_string(row.spec),
             "accuracy": row.accuracy,
+            "test_accuracy": row.test_accuracy,
             "predicted_ms": row.predicted_ms,
             "measured_ms": row.measured_ms,
             "params": row.params,
@@ -89,6 +93,8 @@ def architecture_resource(row: Architecture) -> dict[str, Any]:
     """An architecture in full: the summary plus its spec as JSON."""
     resource = architecture_summary(row)
     resource["spec"] = dict(row.spec)
+    # Positions (in the dataset as the service loaded it) of the held-out images test_accuracy is scored on.
+    resource["test_indices"] = list(row.test_indices or [])
     if resource["search_id"] is not None:
         resource["links"]["search"] = f"/v1/searches/{resource['search_id']}"
     return resource
@@ -154,6 +160,15 @@ def download_spec(architecture_id: ArchitectureId, request: Request, identity: K
 @router.get("/v1/architectures/{architecture_id}/onnx", summary="Download model.onnx", responses=_FILE_RESPONSE)
 def download_onnx(architecture_id: ArchitectureId, request: Request, identity: Key) -> FileResponse:
     return _download(architecture_id, "onnx", request, identity)
+
+
+@router.get(
+    "/v1/architectures/{architecture_id}/onnx-uint8",
+    summary="Download model_uint8.onnx: raw uint8 images [N, H, W, C] in, logits and probabilities out",
+    responses=_FILE_RESPONSE,
+)
+def download_onnx_uint8(architecture_id: ArchitectureId, request: Request, identity: Key) -> FileResponse:
+    return _download(architecture_id, "onnx_uint8", request, identity)
 
 
 @router.get(

@@ -8,7 +8,8 @@
 The body is streamed to disk and refused with 413 as soon as it passes the size limit. The kind is
 decided by content, not by file name: a zip whose members are all `.npy` arrays is an .npz archive,
 any other zip an ImageFolder zip, anything else 415. The file is then loaded and validated exactly as
-a search will load it; a file that fails is deleted and answered with 422 naming `file`.
+a search will load it; a file that fails is deleted and answered with 422 naming `file` (or the
+part of it at fault, e.g. `class_names` for names that are not printable or longer than 64 characters).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def _validate(upload: Upload) -> tuple[str, ImageDataset]:
     try:
         return kind, loader(upload.path)
     except DatasetError as error:
-        raise Problem(422, str(error), field="file", kind=kind) from None
+        raise Problem(422, str(error), field=error.field or "file", kind=kind) from None
 
 
 def _store(upload: Upload, identity: KeyIdentity, sessions: Any, directory: Path) -> dict[str, Any]:

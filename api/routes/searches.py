@@ -37,6 +37,7 @@ from api.problems import Problem
 from api.routes.architectures import architecture_links, json_safe, spec_string
 from nas.datasets import BUILTIN_DATASETS, DatasetError
 from nas.search.request import DEFAULT_TRAIN_RESOLUTION, SearchRequest
+from nas.search.supernet_search import check_supernet_request
 from nas.store import (
     FINISHED_SEARCH_STATUSES,
     ArchitectureRepository,
@@ -205,6 +206,7 @@ def candidate_resource(candidate: CandidateRecord) -> dict[str, Any]:
             "status": candidate.status,
             "predicted_ms": candidate.predicted_ms,
             "accuracy": candidate.accuracy,
+            "evaluation": candidate.evaluation,
             "accuracies": list(candidate.accuracies),
             "params": candidate.params,
             "madds": candidate.madds,
@@ -269,9 +271,14 @@ def resolve_dataset(session: Session, value: str, identity: KeyIdentity) -> tupl
 
 def _check_space_options(body: SearchSubmission) -> None:
     try:
-        get_space(body.space).with_options(resolutions=[body.resolution], widths=body.widths)
+        space = get_space(body.space).with_options(resolutions=[body.resolution], widths=body.widths)
     except ValueError as error:
         raise Problem(422, str(error), field="widths" if body.widths is not None else "resolution") from None
+    if body.strategy == "supernet":
+        try:
+            check_supernet_request(space)
+        except ValueError as error:
+            raise Problem(422, str(error), field="strategy") from None
 
 
 @router.post(

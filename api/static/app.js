@@ -935,12 +935,16 @@ async function searchPage(searchId) {
   /** How the winner compares with the baseline: accuracy points, and speed (measured when both are). */
   function comparison(winner, baseline) {
     const lines = [];
-    if (winner.accuracy != null && baseline.accuracy != null) {
-      const gain = 100 * (winner.accuracy - baseline.accuracy);
+    // Test accuracy (held-out images nothing was selected on) when both have it, else validation.
+    const onTest = winner.test_accuracy != null && baseline.test_accuracy != null;
+    const [a, b] = onTest ? [winner.test_accuracy, baseline.test_accuracy] : [winner.accuracy, baseline.accuracy];
+    if (a != null && b != null) {
+      const gain = 100 * (a - b);
+      const what = onTest ? "test accuracy" : "validation accuracy";
       const text =
         Math.abs(gain) < 0.05
-          ? "same accuracy as the baseline"
-          : `${gain > 0 ? "+" : ""}${gain.toFixed(1)} accuracy points vs the baseline`;
+          ? `same ${what} as the baseline`
+          : `${gain > 0 ? "+" : ""}${gain.toFixed(1)} ${what} points vs the baseline`;
       lines.push(el("p", { class: gain < -0.05 ? "delta bad" : "delta good" }, text));
     }
     const measured = winner.measured_ms != null && baseline.measured_ms != null;
@@ -969,7 +973,8 @@ async function searchPage(searchId) {
 
   function archCard(role, arch, other) {
     const rows = [
-      ["accuracy", fmt.pct(arch.accuracy)],
+      ["test accuracy", arch.test_accuracy == null ? "no test split" : fmt.pct(arch.test_accuracy)],
+      ["validation accuracy", fmt.pct(arch.accuracy)],
       ["predicted", fmt.ms(arch.predicted_ms)],
       ["measured on device", measuredText(arch)],
       ["params", fmt.count(arch.params)],

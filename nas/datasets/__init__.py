@@ -16,7 +16,7 @@ from nas.datasets.dataset import (
 from nas.datasets.imagefolder import load_imagefolder_zip
 from nas.datasets.npz import load_npz
 from nas.datasets.source import BUILTIN_DATASETS, load_dataset
-from nas.datasets.split import DatasetSplit, split_dataset
+from nas.datasets.split import DatasetSplit, check_splittable, split_dataset
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -30,6 +30,7 @@ __all__ = [
     "load_dataset",
     "load_imagefolder_zip",
     "load_npz",
+    "check_splittable",
     "split_dataset",
     "synthetic_dataset",
     "validate_dataset",

@@ -7,7 +7,11 @@ bundles it), so a demo can show accuracy on handwriting rather than on generated
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
+
 import numpy as np
+from PIL import Image
 
 from nas.datasets.dataset import (
     DEFAULT_MAX_BYTES,
@@ -17,7 +21,7 @@ from nas.datasets.dataset import (
     ImageDataset,
     validate_dataset,
 )
-from nas.datasets.resize import resize_uint8
+from nas.datasets.resize import resize_float, resize_uint8
 
 # Gratings summed per class: enough that two classes rarely look alike, few enough to stay smooth.
 _GRATINGS_PER_CLASS = 3
@@ -32,6 +36,39 @@ _DISTRACTORS = 1  # random gratings unrelated to the class, added to every image
 _RENDER_CHUNK = 1024  # images rendered at a time, bounding float64 temporaries
 _DIGITS_MAX_VALUE = 16  # load_digits stores ink as 0..16
 _DIGITS_IMAGES = 1797
+
+# One class per photograph inside scikit-image's wheel: (class name, file in `skimage/data`). Read
+# from the installed package, never through `skimage.data`'s fetchers, so nothing can download.
+# Left out: drawings and renderings (horse, logo, colorwheel, phantom, chessboards), the 102 px
+# microaneurysms, and motorcycle_right (the other half of motorcycle_left's stereo pair).
+_PHOTOS: tuple[tuple[str, str], ...] = (
+    ("astronaut", "astronaut.png"),
+    ("brick", "brick.png"),
+    ("camera", "camera.png"),
+    ("cell", "cell.png"),
+    ("chelsea", "chelsea.png"),
+    ("clock", "clock_motion.png"),
+    ("coffee", "coffee.png"),
+    ("coins", "coins.png"),
+    ("grass", "grass.png"),
+    ("gravel", "gravel.png"),
+    ("hubble_deep_field", "hubble_deep_field.jpg"),
+    ("immunohistochemistry", "ihc.png"),
+    ("moon", "moon.png"),
+    ("motorcycle", "motorcycle_left.png"),
+    ("page", "page.png"),
+    ("retina", "retina.jpg"),
+    ("rocket", "rocket.jpg"),
+    ("text", "text.png"),
+)
+_PHOTO_MAX_SIDE = 512  # photos are shrunk to this short side first: crops stay cheap to resize
+_CROP_SIDE = (0.15, 0.40)  # square crops, as fractions of the photo's short side
+_MAX_OVERLAP = 0.5  # intersection over union allowed between two crops of one photo
+_MIN_DETAIL = 3.0  # grey-level std (0-255) under which a crop is featureless (a bare wall)
+_BRIGHTNESS = 20.0  # grey levels, each way
+_CONTRAST = 0.25  # factor 1 +- this, about the crop's mean
+_CANDIDATES = 256  # crop boxes drawn at a time
+_MAX_PHOTO_PER_CLASS = 200
 
 
 def synthetic_dataset(
@@ -165,6 +202,120 @@ def digits_dataset(resolution: int = 32, channels: int = 1) -> ImageDataset:
     labels = np.asarray(bunch.target, dtype=np.int64)
     class_names = tuple(str(name) for name in bunch.target_names)
     return validate_dataset(ImageDataset("digits", pixels, labels, class_names))
+
+
+def photos_dataset(
+    per_class: int = 150,
+    resolution: int = 32,
+    channels: int = 3,
+    seed: int = 0,
+) -> ImageDataset:
+    """Crops of 18 real photographs that ship with scikit-image; the class is the photograph.
+
+    Each image is a square crop of random size (15-40% of the photo's short side) at a random
+    position, flipped left-right half the time, with brightness and contrast jitter, resized to
+    `resolution`. Telling a grass crop from gravel, brick or moon, or a crop of text from one of a
+    page, at 32 px is texture and colour recognition a small CNN gets only partly right, so unlike
+    `digits` the dataset separates architectures. `channels=1` uses the grey version of every
+    photo (same crops), which takes colour away as a cue.
+
+    No two crops of one photo overlap by more than half (intersection over union at most
+    `_MAX_OVERLAP`), so no validation image is a near-copy of a training one; crops do share parts
+    of their photo, since a random split cannot keep regions apart. Crops whose grey levels are
+    almost flat (the retina's black corners) are redrawn. Crop k of a class is the same for any
+    `per_class` above k, so small variants are prefixes of the default.
+    """
+    if not 2 <= per_class <= _MAX_PHOTO_PER_CLASS:
+        raise DatasetError(f"photos: per_class must be between 2 and {_MAX_PHOTO_PER_CLASS}, got {per_class}")
+    if channels not in (1, 3):
+        raise DatasetError(f"photos: channels must be 1 or 3, got {channels}")
+    _check_resolution("photos", resolution)
+    _check_size("photos", len(_PHOTOS) * per_class, channels, resolution)
+
+    pixels = np.empty((len(_PHOTOS), per_class, channels, resolution, resolution), dtype=np.uint8)
+    streams = np.random.SeedSequence(seed).spawn(len(_PHOTOS))
+    for label, ((name, file), stream) in enumerate(zip(_PHOTOS, streams, strict=True)):
+        box_seed, jitter_seed = stream.spawn(2)
+        grey, colour = _photo(file)
+        photo = grey[None] if channels == 1 else colour
+        boxes = _crop_boxes(name, grey, per_class, np.random.default_rng(box_seed))
+        crops = np.concatenate(
+            [
+                resize_float(photo[None, :, top : top + side, left : left + side], resolution)
+                for top, left, side in boxes
+            ]
+        )
+        pixels[label] = _jitter(crops, np.random.default_rng(jitter_seed))
+    # Interleaved (one crop of every class, then the next) like `synthetic`'s labels.
+    images = pixels.transpose(1, 0, 2, 3, 4).reshape(-1, channels, resolution, resolution)
+    labels = np.tile(np.arange(len(_PHOTOS), dtype=np.int64), per_class)
+    class_names = tuple(name for name, _ in _PHOTOS)
+    return validate_dataset(ImageDataset("photos", images, labels, class_names))
+
+
+@functools.cache
+def _photo(file: str) -> tuple[np.ndarray, np.ndarray]:
+    """One photograph as float32 grey (H, W) and colour (3, H, W) planes, 0-255, short side <= 512."""
+    import skimage  # noqa: F401  (only its data files are used; fails clearly if it is not installed)
+
+    path = importlib.resources.files("skimage") / "data" / file
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    scale = _PHOTO_MAX_SIDE / min(image.size)
+    if scale < 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    colour = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
+    return grey, np.ascontiguousarray(colour)
+
+
+def _crop_boxes(name: str, grey: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` square boxes (top, left, side), drawn until each passes the detail and overlap rules.
+
+    Candidates come from the stream in fixed-size batches and are accepted in order, so the first k
+    boxes do not depend on `count`.
+    """
+    height, width = grey.shape
+    short = min(height, width)
+    # Summed-area tables give any box's grey mean and variance in O(1).
+    padded = np.pad(grey.astype(np.float64), ((1, 0), (1, 0)))
+    sums = padded.cumsum(0).cumsum(1)
+    squares = (padded**2).cumsum(0).cumsum(1)
+    boxes = np.empty((count, 3), dtype=np.int64)
+    accepted = 0
+    for _ in range(max(64, 8 * count // _CANDIDATES + 8)):
+        draws = rng.uniform(size=(_CANDIDATES, 3))
+        side = np.rint(short * (_CROP_SIDE[0] + (_CROP_SIDE[1] - _CROP_SIDE[0]) * draws[:, 0])).astype(np.int64)
+        top = np.floor(draws[:, 1] * (height - side + 1)).astype(np.int64)
+        left = np.floor(draws[:, 2] * (width - side + 1)).astype(np.int64)
+        area = side * side
+        bottom, right = top + side, left + side
+        mean = (sums[bottom, right] - sums[top, right] - sums[bottom, left] + sums[top, left]) / area
+        mean_sq = (squares[bottom, right] - squares[top, right] - squares[bottom, left] + squares[top, left]) / area
+        detailed = mean_sq - mean**2 >= _MIN_DETAIL**2
+        for t, l_, s in zip(top[detailed], left[detailed], side[detailed], strict=True):
+            kept = boxes[:accepted]
+            across = np.clip(np.minimum(l_ + s, kept[:, 1] + kept[:, 2]) - np.maximum(l_, kept[:, 1]), 0, None)
+            down = np.clip(np.minimum(t + s, kept[:, 0] + kept[:, 2]) - np.maximum(t, kept[:, 0]), 0, None)
+            shared = across * down
+            if np.any(shared > _MAX_OVERLAP * (s * s + kept[:, 2] ** 2 - shared)):
+                continue
+            boxes[accepted] = t, l_, s
+            accepted += 1
+            if accepted == count:
+                return boxes
+    raise DatasetError(f"photos: could not place {count} distinct crops in {name!r}; ask for fewer per_class")
+
+
+def _jitter(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Flip half the crops left-right, shift brightness and scale contrast; float 0-255 -> uint8."""
+    draws = rng.uniform(size=(crops.shape[0], 3))  # one row per crop: prefixes stay prefixes
+    crops = np.where((draws[:, 0] < 0.5)[:, None, None, None], crops[..., ::-1], crops)
+    mean = crops.mean(axis=(1, 2, 3), keepdims=True)
+    contrast = (1 - _CONTRAST + 2 * _CONTRAST * draws[:, 1])[:, None, None, None]
+    brightness = (_BRIGHTNESS * (2 * draws[:, 2] - 1))[:, None, None, None]
+    out = (crops - mean) * contrast + mean + brightness
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _check_resolution(name: str, resolution: int) -> None:

@@ -19,14 +19,21 @@ DEFAULT_MAX_IMAGES = 200_000
 DEFAULT_MAX_BYTES = 1 << 30
 MIN_RESOLUTION = 8
 ALLOWED_CHANNELS = (1, 3)
+# Class names travel into spec.json, ONNX metadata, tables and terminals: one short printable line each.
+MAX_CLASS_NAME_LENGTH = 64
 
 
 class DatasetError(ValueError):
     """A dataset cannot be used; the message names the file, member or field at fault.
 
     A `ValueError` so callers that already treat bad input as `ValueError` (the API's 422 path,
-    the CLI) need no new branch.
+    the CLI) need no new branch. `field`, when set, is the part of the upload at fault (e.g.
+    ``class_names``); the API names it in its 422 answer instead of the whole file.
     """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -136,8 +143,27 @@ def validate_dataset(
         raise DatasetError(
             f"{name}: the decoded pixels take {dataset.images.nbytes} bytes, more than the limit of {max_bytes}"
         )
+    check_class_names(name, dataset.class_names)
     check_class_counts(name, dataset.class_counts())
     return dataset
+
+
+def check_class_names(name: str, class_names: tuple[str, ...] | list[str]) -> None:
+    """Every class name printable (no control characters, tabs or line breaks) and at most
+    `MAX_CLASS_NAME_LENGTH` characters: they are shown and shipped with every exported model."""
+    for class_name in class_names:
+        if not class_name.isprintable():
+            raise DatasetError(
+                f"{name}: class name {class_name!r} has characters that are not printable (control characters, "
+                "tabs, line breaks or other separators than the space)",
+                field="class_names",
+            )
+        if len(class_name) > MAX_CLASS_NAME_LENGTH:
+            raise DatasetError(
+                f"{name}: class name {class_name[:20]!r}... is {len(class_name)} characters long, more than "
+                f"{MAX_CLASS_NAME_LENGTH}",
+                field="class_names",
+            )
 
 
 def check_class_counts(name: str, counts: dict[str, int]) -> None:

@@ -28,6 +28,7 @@ from nas.datasets.dataset import (
     DatasetError,
     ImageDataset,
     check_class_counts,
+    check_class_names,
     validate_dataset,
 )
 
@@ -91,6 +92,7 @@ def load_imagefolder_zip(
 
     with archive:
         members = _class_members(archive.infolist(), where)
+        check_class_names(where, sorted({member.class_name for member in members}))
         check_class_counts(where, Counter(member.class_name for member in members))
         if len(members) > max_images:
             raise DatasetError(f"{where}: {len(members)} images, more than the limit of {max_images}")
@@ -197,14 +199,20 @@ def _decode(archive: zipfile.ZipFile, member: _Member, side: int, grayscale: boo
         data = archive.read(member.info)
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             image.load()
-            oriented = ImageOps.exif_transpose(image)  # phone photos store rotation in EXIF
-            converted = _to_grayscale(oriented) if grayscale else oriented.convert("RGB")
+            converted = convert_like_upload(image, grayscale)
     except Exception as exc:  # Pillow and zipfile raise many types
         raise DatasetError(f"{where}: member {name!r} is corrupt ({_reason(exc)})") from exc
     if converted.size != (side, side):
         converted = converted.resize((side, side), Image.Resampling.BILINEAR)  # antialiased when shrinking
     pixels = np.asarray(converted, dtype=np.uint8)
     return pixels[None] if grayscale else pixels.transpose(2, 0, 1)
+
+
+def convert_like_upload(image: Image.Image, grayscale: bool) -> Image.Image:
+    """An image as an upload's images are before resizing: EXIF rotation applied (phone photos store
+    it there), then 8-bit single channel or RGB. `hwnas arch predict` decodes images the same way."""
+    oriented = ImageOps.exif_transpose(image)
+    return _to_grayscale(oriented) if grayscale else oriented.convert("RGB")
 
 
 def _to_grayscale(image: Image.Image) -> Image.Image:

@@ -1,4 +1,4 @@
-"""One string names any dataset: `synthetic`, `synthetic:classes=4,per_class=20`, `digits`, or a path.
+"""One string names any dataset: `synthetic`, `synthetic:classes=4,per_class=20`, `digits`, `photos`, or a path.
 
 Searches, the CLI (`--dataset`) and the API store a dataset as this string, so a search can be
 re-run or resumed from its row alone, and built-in variants need no upload.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nas.datasets.builtin import digits_dataset, synthetic_dataset
+from nas.datasets.builtin import digits_dataset, photos_dataset, synthetic_dataset
 from nas.datasets.dataset import DEFAULT_MAX_BYTES, DEFAULT_MAX_IMAGES, DatasetError, ImageDataset
 from nas.datasets.imagefolder import load_imagefolder_zip
 from nas.datasets.npz import load_npz
@@ -28,9 +28,16 @@ _DIGITS_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "resolution": ("resolution", int),
     "channels": ("channels", int),
 }
+_PHOTOS_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "per_class": ("per_class", int),
+    "resolution": ("resolution", int),
+    "channels": ("channels", int),
+    "seed": ("seed", int),
+}
 BUILTIN_DATASETS: dict[str, tuple[Callable[..., ImageDataset], dict[str, tuple[str, Callable[[str], Any]]]]] = {
     "synthetic": (synthetic_dataset, _SYNTHETIC_OPTIONS),
     "digits": (digits_dataset, _DIGITS_OPTIONS),
+    "photos": (photos_dataset, _PHOTOS_OPTIONS),
 }
 
 

@@ -1,14 +1,16 @@
-"""Deterministic stratified train/validation splits, ready for training.
+"""Deterministic stratified train/validation/test splits, ready for training.
 
 A search compares candidates by validation accuracy, so the split must be the same for every
-candidate and every resumed run (same seed -> same split), and every class must be in both parts
-or a candidate's score depends on which classes happened to land in validation.
+candidate and every resumed run (same seed -> same split), and every class must be in every part
+or a candidate's score depends on which classes happened to land in validation. The test part
+(optional) is never used to select anything: it is what the winner and the baseline report, so the
+comparison is not won by the network that happened to fit the validation images best.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,9 +22,14 @@ _MIN_STD = 1e-6
 _CHUNK = 1024
 
 
+def _no_images() -> np.ndarray:
+    return np.empty((0,), dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class DatasetSplit:
-    """Standardised float32 NCHW train and validation arrays, with what is needed to reproduce them.
+    """Standardised float32 NCHW train, validation and (optional) test arrays, with what is needed to
+    reproduce them.
 
     `mean` and `std` are the train part's per-channel statistics on the [0, 1] scale; applying
     `(pixels / 255 - mean) / std` to new images (see `standardize`) puts them on the scale the
@@ -39,6 +46,10 @@ class DatasetSplit:
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    x_test: np.ndarray = field(default_factory=_no_images)
+    y_test: np.ndarray = field(default_factory=_no_images)
+    test_index: np.ndarray = field(default_factory=_no_images)
+    """Positions of the test images in the dataset as loaded (npz: array order)."""
 
     @property
     def resolution(self) -> int:
@@ -55,8 +66,12 @@ def split_dataset(
     val_fraction: float = 0.2,
     seed: int = 0,
     resolution: int | None = None,
+    test_fraction: float = 0.0,
 ) -> DatasetSplit:
     """Split per class, resize to `resolution` (bilinear), scale to [0, 1] and standardise on train stats.
+
+    With `test_fraction` > 0 a test part is held out first (same rules), then validation from the rest;
+    with 0 the train/validation split is exactly the two-way one.
 
     The split depends only on the images' content, labels, `val_fraction` and `seed`: within a class
     images are ordered by a hash of their pixels before the seeded shuffle, so re-uploading the same
@@ -66,18 +81,26 @@ def split_dataset(
     """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"{dataset.name}: val_fraction must be strictly between 0 and 1, got {val_fraction}")
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise DatasetError(
+            f"{dataset.name}: test_fraction must be in [0, 1) and leave images for training, "
+            f"got test {test_fraction} + validation {val_fraction}"
+        )
     if resolution is not None and resolution < MIN_RESOLUTION:
         raise DatasetError(f"{dataset.name}: resolution must be at least {MIN_RESOLUTION}, got {resolution}")
-    counts = np.bincount(dataset.labels, minlength=dataset.num_classes)
-    too_few = [dataset.class_names[k] for k in np.flatnonzero(counts < 2)]
-    if too_few:
-        raise DatasetError(f"{dataset.name}: classes need at least 2 images to be split, too few in {too_few}")
-
-    train_index, val_index = _stratified_indices(dataset, val_fraction, seed)
+    check_splittable(dataset, test_fraction > 0)
+    if test_fraction > 0:
+        test_index, rest = _stratified_indices(dataset, np.arange(len(dataset)), test_fraction, seed, keep=2)
+        # validation's share of what the test part left, so the two fractions are of the whole dataset
+        val_index, train_index = _stratified_indices(dataset, rest, val_fraction / (1.0 - test_fraction), seed + 1)
+    else:
+        test_index = _no_images()
+        val_index, train_index = _stratified_indices(dataset, np.arange(len(dataset)), val_fraction, seed)
     size = dataset.resolution if resolution is None else resolution
     x_train = _to_float(dataset.images, train_index, size)
     x_val = _to_float(dataset.images, val_index, size)
     mean, std = _channel_stats(x_train)
+    x_test = _to_float(dataset.images, test_index, size)
     return DatasetSplit(
         name=dataset.name,
         num_classes=dataset.num_classes,
@@ -89,24 +112,44 @@ def split_dataset(
         class_names=dataset.class_names,
         mean=mean,
         std=std,
+        x_test=_standardize_inplace(x_test, mean, std),
+        y_test=dataset.labels[test_index].astype(np.int64),
+        test_index=test_index,
     )
 
 
-def _stratified_indices(dataset: ImageDataset, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def check_splittable(dataset: ImageDataset, with_test: bool) -> None:
+    """Every class needs an image in each part: 2 for train/validation, 3 with a test part."""
+    needed = 3 if with_test else 2
     counts = np.bincount(dataset.labels, minlength=dataset.num_classes)
-    val_counts = _largest_remainder(counts * val_fraction)
-    val_counts = np.clip(val_counts, np.minimum(counts, 1), np.maximum(counts - 1, 0))
-    keys = _content_keys(dataset.images)
+    too_few = [dataset.class_names[k] for k in np.flatnonzero(counts < needed)]
+    if too_few:
+        parts = "train/validation/test" if with_test else "train/validation"
+        raise DatasetError(
+            f"{dataset.name}: classes need at least {needed} images to be split into {parts}, too few in {too_few}"
+        )
+
+
+def _stratified_indices(
+    dataset: ImageDataset, pool: np.ndarray, fraction: float, seed: int, keep: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(held out, rest) of the images at positions `pool`: per class, `fraction` of them held out,
+    at least one, leaving at least `keep` in the rest."""
+    labels = dataset.labels[pool]
+    counts = np.bincount(labels, minlength=dataset.num_classes)
+    held_counts = _largest_remainder(counts * fraction)
+    held_counts = np.clip(held_counts, np.minimum(counts, 1), np.maximum(counts - keep, 0))
+    keys = _content_keys(dataset.images[pool])
     rng = np.random.default_rng(seed)
-    train_parts, val_parts = [], []
+    rest_parts, held_parts = [], []
     for label in range(dataset.num_classes):
-        members = np.flatnonzero(dataset.labels == label)
+        members = np.flatnonzero(labels == label)
         members = members[np.argsort(keys[members], kind="stable")]  # order-independent starting point
         members = members[rng.permutation(members.shape[0])]
-        val_parts.append(members[: val_counts[label]])
-        train_parts.append(members[val_counts[label] :])
+        held_parts.append(pool[members[: held_counts[label]]])
+        rest_parts.append(pool[members[held_counts[label] :]])
     # Sorted, so batches mix classes in dataset order rather than arriving class by class.
-    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
+    return np.sort(np.concatenate(held_parts)), np.sort(np.concatenate(rest_parts))
 
 
 def _largest_remainder(quotas: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from ray import tune  # noqa: E402
-from ray.tune import Stopper
+from ray.tune import Callback, Stopper
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
@@ -308,3 +308,62 @@ def run_trials(
             tuner.fit()
         finally:
             _LIVE.pop(token, None)
+
+
+class _ReportToDriver(Callback):
+    """Hands each result of the long trial to the driver's `on_report` (Tune calls it in the driver)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        live = _LIVE.get(self.token)
+        if live is not None:
+            live["on_report"](result)
+
+
+def _long_trainable(config: dict, work: Callable[[Callable[[dict], None]], None], threads: int) -> None:
+    """One long trial, in a Ray worker: `work(report)` reports a dict of metrics whenever it likes."""
+    import torch
+
+    _lower_priority()
+    torch.set_num_threads(threads)
+    work(lambda metrics: tune.report(dict(metrics)))
+
+
+def run_long_trial(
+    work: Callable[[Callable[[dict], None]], None],
+    *,
+    cpus: int,
+    on_report: Callable[[dict], None] = lambda metrics: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Run `work` as one Ray Tune trial with `cpus` CPUs (e.g. training a supernet): results reach
+    `on_report` in this process, `should_stop` ends it early; an error in the trial is raised here.
+
+    `work` must be picklable (it travels to a Ray worker) and leave its product where the driver can
+    read it (a path on a filesystem both see)."""
+    ensure_ray()
+    token = uuid.uuid4().hex
+    _LIVE[token] = {"should_stop": should_stop, "on_report": on_report}
+    with tempfile.TemporaryDirectory(prefix="hwnas-tune-") as storage:
+        tuner = tune.Tuner(
+            tune.with_resources(
+                tune.with_parameters(_long_trainable, work=work, threads=max(1, int(cpus))), {"cpu": cpus}
+            ),
+            tune_config=tune.TuneConfig(num_samples=1),
+            run_config=tune.RunConfig(
+                storage_path=storage,
+                stop=StopOnRequest(token),
+                callbacks=[_ReportToDriver(token)],
+                verbose=0,
+                log_to_file=False,
+            ),
+        )
+        try:
+            results = tuner.fit()
+        finally:
+            _LIVE.pop(token, None)
+    errors = list(results.errors)
+    if errors:
+        raise RuntimeError(f"the trial failed: {errors[0]}")

@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from search_spaces.space import SPACES
 
-StrategyName = Literal["random", "evolution", "pareto"]
+StrategyName = Literal["random", "evolution", "pareto", "supernet"]
+"""`supernet`: one weight-sharing network trained once per dataset (and reused), then evolution over
+thousands of its sub-networks scored with inherited weights; the rest search by training each candidate."""
 EffortName = Literal["smoke", "quick", "default", "thorough"]
 
 
@@ -106,6 +108,13 @@ class SearchRequest(BaseModel):
         le=320,
         description=f"resolution the search's trials train at (a proxy; default min(resolution, "
         f"{DEFAULT_TRAIN_RESOLUTION})); at most `resolution`",
+    )
+    test_fraction: float = Field(
+        default=0.2,
+        ge=0.05,
+        le=0.4,
+        description="share of every class held out as the test set: never used to select anything, it is what "
+        "the winner and the baseline report as test_accuracy (validation, 20%, selects)",
     )
     widths: tuple[float, ...] | None = Field(default=None, description="width multipliers (default: the space's)")
     reward: Literal["soft", "hard"] = "soft"

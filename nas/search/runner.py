@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,12 +25,14 @@ from latency_lut.profiler import measure_network
 from latency_lut.table import LutEntry
 from nas.datasets import DatasetSplit, ImageDataset, load_dataset, split_dataset
 from nas.evaluation.training import TrainingRecipe, evaluate_accuracy, fine_tune, train_and_evaluate
+from nas.export import write_download
 from nas.search.execution import TrialRecord, TuneSettings, run_trials
 from nas.search.request import SearchRequest
+from nas.search.supernet_search import SupernetPhase, SupernetStore
 from nas.strategies import Observation, make_strategy
 from search_spaces.arch_spec import ArchSpec
 from search_spaces.counting import count_spec
-from search_spaces.onnx_export import check_parity, export_spec
+from search_spaces.onnx_export import check_parity
 from search_spaces.reference import WIDTH_RANGE, reference_spec
 from search_spaces.space import SearchSpace, get_space
 
@@ -61,6 +63,8 @@ class CandidateRecord:
     train_seconds: float | None
     trial_id: str | None = None
     error: str | None = None
+    evaluation: str = "trained"
+    """"trained" (its own weights) or "inherited" (scored with a supernet's shared weights)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ class ArchitectureRecord:
     artifact_dir: Path
     files: dict[str, str]
     parity_max_abs_diff: float
+    test_accuracy: float | None = None
+    """On the held-out test images (never used to select), at the deployment resolution."""
+    test_indices: tuple[int, ...] = ()
+    """Positions of the test images in the dataset as loaded."""
 
 
 @dataclass
@@ -136,22 +144,25 @@ def load_split(
     the seed, so the training-resolution and deployment-resolution splits hold the same images."""
     dataset = dataset if dataset is not None else load_dataset(request.dataset)
     size = request.resolution if resolution is None else resolution
-    split = split_dataset(dataset, val_fraction=0.2, seed=request.seed, resolution=size)
+    split = split_dataset(
+        dataset, val_fraction=VAL_FRACTION, seed=request.seed, resolution=size, test_fraction=request.test_fraction
+    )
     if split.in_channels == 3:
         return split
     repeat = lambda x: np.ascontiguousarray(np.repeat(x, 3, axis=1))  # noqa: E731
-    return DatasetSplit(
-        name=split.name,
-        num_classes=split.num_classes,
+    return replace(
+        split,
         in_channels=3,
         x_train=repeat(split.x_train),
-        y_train=split.y_train,
         x_val=repeat(split.x_val),
-        y_val=split.y_val,
-        class_names=split.class_names,
+        x_test=repeat(split.x_test),
         mean=tuple(split.mean) * 3,
         std=tuple(split.std) * 3,
     )
+
+
+VAL_FRACTION = 0.2
+"""Share of every class that selects (search trials, NetAdapt); the request's test_fraction is held out apart."""
 
 
 def search_space_for(request: SearchRequest, num_classes: int) -> SearchSpace:
@@ -187,6 +198,7 @@ def run_search(
     threads: int = 1,
     latency_for_missing: MissingLatencies | None = None,
     measure: Callable[[ArchSpec], float] | None = None,
+    supernets: SupernetStore | None = None,
 ) -> SearchOutcome:
     """Run a whole search. `predictor` must cover the space at the request's resolution.
 
@@ -225,73 +237,26 @@ def run_search(
         },
     )
 
-    # Phase 1: budgeted search through Ray Tune.
-    strategy_kwargs: dict[str, Any] = {}
-    if request.strategy in ("evolution", "pareto"):
-        strategy_kwargs["population_size"] = preset.population_size
-    if request.strategy == "evolution":
-        strategy_kwargs["sample_size"] = preset.sample_size
-    strategy = make_strategy(
-        request.strategy,
-        space=space,
-        budget_ms=request.budget_ms,
-        price=pricer.predict_ms,
-        seed=request.seed,
-        # Without NetAdapt nothing can shrink a candidate over the budget: training one is wasted.
-        max_over_budget_ratio=request.max_over_budget_ratio if request.netadapt else 1.0,
-        reward_mode=request.reward,
-        **strategy_kwargs,
-    )
-    done = recorder.stored_candidates("search")
-    strategy.replay([_observation(space, c) for c in done if c.genome is not None])
-    if done:
-        recorder.event("resume", f"rebuilt the strategy from {len(done)} stored candidates; none is trained again")
-    trials_done = len(done)
     search_recipe = training_recipe(request, preset.epochs)
 
     def evaluate(spec: ArchSpec, on_epoch: Callable[[int, float, float], bool | None]) -> Any:
         return train_and_evaluate(spec.with_resolution(proxy), split, search_recipe, on_epoch=on_epoch)
 
-    def on_finished(trial: TrialRecord) -> None:
-        nonlocal trials_done
-        trials_done += 1
-        record = CandidateRecord(
-            arch_hash=trial.spec.content_hash(),
-            spec=trial.spec,
-            genome=trial.genome,
-            phase="search",
-            status=trial.status,
-            predicted_ms=trial.predicted_ms,
-            accuracy=trial.accuracy,
-            accuracies=trial.accuracies,
-            train_seconds=trial.train_seconds,
-            trial_id=trial.trial_id,
-            error=trial.error,
-        )
-        recorder.record_candidate(record)
-        accuracy = "-" if trial.accuracy is None else f"{trial.accuracy:.3f}"
-        recorder.event(
-            "trial",
-            f"{trial.status} acc {accuracy} at {trial.predicted_ms:.3f} ms: {trial.spec.to_string()[:120]}",
-            {"arch_hash": record.arch_hash, "accuracy": trial.accuracy, "predicted_ms": trial.predicted_ms},
-        )
-        recorder.progress(
-            "search", 0.7 * trials_done / preset.trials, trials_done, preset.trials, strategy.rejected_over_budget
-        )
-
-    cpus = max(1, os.cpu_count() or 1)
-    run_trials(
-        strategy,
-        space,
-        pricer.predict_ms,
-        evaluate,
-        preset.trials - trials_done,
-        TuneSettings(epochs=preset.epochs, max_concurrent=cpus, cpus_per_trial=1.0),
-        on_finished,
-        should_stop=recorder.should_stop,
-    )
-    if recorder.should_stop():
-        raise SearchCancelled("stopped between trials")
+    # Phase 1: budgeted search through Ray Tune.
+    if request.strategy == "supernet":
+        strategy, trials_done = SupernetPhase(
+            request,
+            space,
+            dataset,
+            split,
+            pricer.predict_ms,
+            recorder,
+            supernets or SupernetStore(Path(artifact_dir).parent / "supernets"),
+            evaluate,
+            _supernet_candidate,
+        ).run()
+    else:
+        strategy, trials_done = _strategy_search(request, space, split, pricer, recorder, evaluate)
     best = _choose_best(strategy, request)
     if best is None:
         raise RuntimeError("no trial reported an accuracy; see the search's events for the trials' errors")
@@ -343,6 +308,101 @@ def run_search(
     recorder.event("done", _summary_line(outcome.summary), outcome.summary)
     recorder.progress("done", 1.0, trials_done, preset.trials, strategy.rejected_over_budget)
     return outcome
+
+
+def _strategy_search(
+    request: SearchRequest,
+    space: SearchSpace,
+    split: DatasetSplit,
+    pricer: Any,
+    recorder: SearchRecorder,
+    evaluate: Callable[[ArchSpec, Callable[[int, float, float], bool | None]], Any],
+) -> tuple[Any, int]:
+    """The ask/tell strategies' search phase: every candidate trained as a Ray Tune trial."""
+    preset = request.preset
+    strategy_kwargs: dict[str, Any] = {}
+    if request.strategy in ("evolution", "pareto"):
+        strategy_kwargs["population_size"] = preset.population_size
+    if request.strategy == "evolution":
+        strategy_kwargs["sample_size"] = preset.sample_size
+    strategy = make_strategy(
+        request.strategy,
+        space=space,
+        budget_ms=request.budget_ms,
+        price=pricer.predict_ms,
+        seed=request.seed,
+        # Without NetAdapt nothing can shrink a candidate over the budget: training one is wasted.
+        max_over_budget_ratio=request.max_over_budget_ratio if request.netadapt else 1.0,
+        reward_mode=request.reward,
+        **strategy_kwargs,
+    )
+    done = recorder.stored_candidates("search")
+    strategy.replay([_observation(space, c) for c in done if c.genome is not None])
+    if done:
+        recorder.event("resume", f"rebuilt the strategy from {len(done)} stored candidates; none is trained again")
+    trials_done = len(done)
+
+    def on_finished(trial: TrialRecord) -> None:
+        nonlocal trials_done
+        trials_done += 1
+        record = CandidateRecord(
+            arch_hash=trial.spec.content_hash(),
+            spec=trial.spec,
+            genome=trial.genome,
+            phase="search",
+            status=trial.status,
+            predicted_ms=trial.predicted_ms,
+            accuracy=trial.accuracy,
+            accuracies=trial.accuracies,
+            train_seconds=trial.train_seconds,
+            trial_id=trial.trial_id,
+            error=trial.error,
+        )
+        recorder.record_candidate(record)
+        accuracy = "-" if trial.accuracy is None else f"{trial.accuracy:.3f}"
+        recorder.event(
+            "trial",
+            f"{trial.status} acc {accuracy} at {trial.predicted_ms:.3f} ms: {trial.spec.to_string()[:120]}",
+            {"arch_hash": record.arch_hash, "accuracy": trial.accuracy, "predicted_ms": trial.predicted_ms},
+        )
+        recorder.progress(
+            "search", 0.7 * trials_done / preset.trials, trials_done, preset.trials, strategy.rejected_over_budget
+        )
+
+    cpus = max(1, os.cpu_count() or 1)
+    run_trials(
+        strategy,
+        space,
+        pricer.predict_ms,
+        evaluate,
+        preset.trials - trials_done,
+        TuneSettings(epochs=preset.epochs, max_concurrent=cpus, cpus_per_trial=1.0),
+        on_finished,
+        should_stop=recorder.should_stop,
+    )
+    if recorder.should_stop():
+        raise SearchCancelled("stopped between trials")
+    return strategy, trials_done
+
+
+def _supernet_candidate(
+    genome: Any, spec: ArchSpec, predicted_ms: float, accuracy: float | None, evaluation: str, trial: Any
+) -> CandidateRecord:
+    """A supernet search's candidate: a member scored with inherited weights, or a short-listed one trained."""
+    return CandidateRecord(
+        arch_hash=spec.content_hash(),
+        spec=spec,
+        genome=[int(g) for g in genome],
+        phase="search",
+        status=trial.status if trial is not None else "completed",
+        predicted_ms=predicted_ms,
+        accuracy=accuracy,
+        accuracies=list(trial.accuracies) if trial is not None else ([accuracy] if accuracy is not None else []),
+        train_seconds=trial.train_seconds if trial is not None else None,
+        trial_id=trial.trial_id if trial is not None else None,
+        error=trial.error if trial is not None else None,
+        evaluation=evaluation,
+    )
 
 
 def _choose_best(strategy: Any, request: SearchRequest) -> Observation | None:
@@ -640,12 +700,18 @@ class _Finisher:
                 accuracy = evaluate_accuracy(model, deploy_split.x_val, deploy_split.y_val, spec.resolution)
         else:
             accuracy = proxy_accuracy
+        test_split = self.deploy.split
+        test_accuracy = (
+            evaluate_accuracy(model, test_split.x_test, test_split.y_test, spec.resolution)
+            if len(test_split.y_test)
+            else None
+        )
         model = model.eval()
         directory = self.artifact_root / f"{role}-{spec.content_hash()}"
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "spec.json").write_text(spec.to_json())
-        onnx_bytes = export_spec(spec, model)
-        (directory / "model.onnx").write_bytes(onnx_bytes)
+        # spec.json and both ONNX files say how to feed the network (model_uint8.onnx does it in its graph)
+        exported = write_download(directory, spec, model, self.deploy.dataset, self.deploy.split)
+        onnx_bytes = exported.onnx_bytes
         torch.save({"spec": json.loads(spec.to_json()), "state_dict": model.state_dict()}, directory / "weights.pt")
         parity = check_parity(model, onnx_bytes, (1, spec.in_channels, spec.resolution, spec.resolution))
         if not parity.ok:
@@ -660,16 +726,21 @@ class _Finisher:
             accuracy=accuracy,
             accuracies=accuracies,
             artifact_dir=directory,
-            files={"spec": "spec.json", "onnx": "model.onnx", "weights": "weights.pt"},
+            files={**exported.files, "weights": "weights.pt"},
             parity_max_abs_diff=parity.max_abs_diff,
+            test_accuracy=test_accuracy,
+            test_indices=tuple(int(i) for i in test_split.test_index),
         )
         measured_text = "" if measured is None else f", measured {measured:.3f} ms"
+        test_text = "" if test_accuracy is None else f", test {test_accuracy:.3f}"
         recorder.event(
             role,
-            f"{role}: acc {record.accuracy:.3f} at {spec.resolution} px (trained at {self.split.resolution} px: "
-            f"{proxy_accuracy:.3f}), predicted {predicted:.3f} ms{measured_text}, {count_spec(spec).params:,} params",
+            f"{role}: validation acc {record.accuracy:.3f}{test_text} at {spec.resolution} px (trained at "
+            f"{self.split.resolution} px: {proxy_accuracy:.3f}), predicted {predicted:.3f} ms{measured_text}, "
+            f"{count_spec(spec).params:,} params",
             {
                 "accuracy": record.accuracy,
+                "test_accuracy": test_accuracy,
                 "train_resolution_accuracy": proxy_accuracy,
                 "predicted_ms": predicted,
                 "measured_ms": measured,
@@ -741,6 +812,7 @@ def summarize(outcome: SearchOutcome, request: SearchRequest, seconds: float) ->
             "name": record.spec.name,
             "arch_hash": record.spec.content_hash(),
             "accuracy": record.accuracy,
+            "test_accuracy": record.test_accuracy,
             "predicted_ms": record.predicted_ms,
             "measured_ms": record.measured_ms,
             "params": count_spec(record.spec).params,
@@ -753,6 +825,11 @@ def summarize(outcome: SearchOutcome, request: SearchRequest, seconds: float) ->
         "resolution": request.resolution,
         "train_resolution": request.proxy_resolution,
         "fastest_ms": outcome.fastest_ms,
+        "test_split": {
+            "test_fraction": request.test_fraction,
+            "images": len(outcome.winner.test_indices),
+            "indices": list(outcome.winner.test_indices),
+        },
         "trials": outcome.trials,
         "over_budget_skipped": outcome.over_budget_skipped,
         "seconds": round(seconds, 1),
@@ -763,9 +840,16 @@ def summarize(outcome: SearchOutcome, request: SearchRequest, seconds: float) ->
 
 def _summary_line(summary: dict[str, Any]) -> str:
     winner, baseline = summary["winner"], summary["baseline"]
-    line = f"winner acc {winner['accuracy']:.3f} at {winner['predicted_ms']:.3f} ms predicted"
+    line = f"winner acc {_accuracy_text(winner)} at {winner['predicted_ms']:.3f} ms predicted"
     if winner["measured_ms"] is not None:
         line += f" / {winner['measured_ms']:.3f} ms measured"
     if baseline:
-        line += f"; baseline {baseline['name']} acc {baseline['accuracy']:.3f} at {baseline['predicted_ms']:.3f} ms"
+        line += f"; baseline {baseline['name']} acc {_accuracy_text(baseline)} at {baseline['predicted_ms']:.3f} ms"
     return line + f" (budget {summary['budget_ms']:g} ms)"
+
+
+def _accuracy_text(described: dict[str, Any]) -> str:
+    text = f"{described['accuracy']:.3f}"
+    if described.get("test_accuracy") is not None:
+        text += f" (test {described['test_accuracy']:.3f})"
+    return text

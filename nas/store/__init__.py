@@ -69,6 +69,7 @@ from nas.store.models import (
     SearchEvent,
     SearchPhase,
     SearchStatus,
+    Supernet,
 )
 from nas.store.repositories import (
     CalibrationData,
@@ -89,6 +90,7 @@ from nas.store.search_repositories import (
     EventRepository,
     SearchRepository,
 )
+from nas.store.supernet_repositories import SupernetRepository
 
 __all__ = [
     "ApiKeyRepository",
@@ -107,6 +109,8 @@ __all__ = [
     "SEARCH_PHASES",
     "SEARCH_STATUSES",
     "Architecture",
+    "Supernet",
+    "SupernetRepository",
     "ArchitectureNotFoundError",
     "ArchitectureRepository",
     "ArchitectureRole",

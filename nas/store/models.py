@@ -217,6 +217,10 @@ CandidateStatus = Literal["completed", "pruned", "over_budget", "failed"]
 """completed: trained to the end; pruned: stopped early by the scheduler; over_budget: never trained."""
 CANDIDATE_STATUSES: tuple[CandidateStatus, ...] = get_args(CandidateStatus)
 
+CandidateEvaluation = Literal["trained", "inherited"]
+"""trained: its own weights, trained (or stopped early); inherited: scored with a supernet's shared weights."""
+CANDIDATE_EVALUATIONS: tuple[CandidateEvaluation, ...] = get_args(CandidateEvaluation)
+
 ArchitectureRole = Literal["winner", "baseline"]
 ARCHITECTURE_ROLES: tuple[ArchitectureRole, ...] = get_args(ArchitectureRole)
 
@@ -335,6 +339,8 @@ class Candidate(Base):
     train_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # One of CANDIDATE_EVALUATIONS (no CHECK: SQLite cannot add one to an existing table in place).
+    evaluation: Mapped[str] = mapped_column(String(16), default="trained", server_default="trained")
 
     search: Mapped[Search] = relationship(back_populates="candidates")
 
@@ -365,6 +371,10 @@ class Architecture(Base):
     # File names relative to artifact_dir: {"spec": ..., "onnx": ..., "weights": ...}.
     files: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # On the search's held-out test images (never used to select), at the deployment resolution; the
+    # images' positions in the dataset as loaded, so anyone can score the download on the same ones.
+    test_accuracy: Mapped[float | None] = mapped_column(Float)
+    test_indices: Mapped[list[int]] = mapped_column(JSON_LIST, default=list, server_default="[]")
 
     search: Mapped[Search | None] = relationship(back_populates="architectures")
 
@@ -478,3 +488,33 @@ class MeasurementJob(Base):
 
     device: Mapped[Device] = relationship()
     search: Mapped[Search | None] = relationship()
+
+
+# --- supernets ---------------------------------------------------------------------------------------
+
+SupernetStatus = Literal["training", "ready", "failed"]
+SUPERNET_STATUSES: tuple[SupernetStatus, ...] = get_args(SupernetStatus)
+
+
+class Supernet(Base):
+    """A trained weight-sharing supernet: one per (dataset content and split, space, training resolution,
+    recipe), so a later search on the same data reuses it. The weights live in a file under the artifact
+    directory; `path` is relative to it."""
+
+    __tablename__ = "supernets"
+    __table_args__ = (CheckConstraint(_one_of("status", SUPERNET_STATUSES), name="status_known"),)
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=_new_public_id)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    dataset: Mapped[str] = mapped_column(String(200))
+    space: Mapped[str] = mapped_column(String(64))
+    train_resolution: Mapped[int] = mapped_column(Integer)
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT)
+    status: Mapped[str] = mapped_column(String(16), default="training", server_default="training")
+    path: Mapped[str | None] = mapped_column(String(500))
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT, default=dict, server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -13,7 +13,7 @@ worker took over) finds out from a False return value instead of overwriting the
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 from nas.store.errors import ArchitectureNotFoundError, SearchNotFoundError, SearchStateError, StoreError
 from nas.store.models import (
     ARCHITECTURE_ROLES,
+    CANDIDATE_EVALUATIONS,
     CANDIDATE_PHASES,
     CANDIDATE_STATUSES,
     EVENT_LEVELS,
@@ -34,6 +35,7 @@ from nas.store.models import (
     Architecture,
     ArchitectureRole,
     Candidate,
+    CandidateEvaluation,
     CandidatePhase,
     CandidateStatus,
     EventLevel,
@@ -380,6 +382,7 @@ class CandidateData:
     finished_at: datetime | None = None
     train_seconds: float | None = None
     error: str | None = None
+    evaluation: CandidateEvaluation = "trained"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -411,6 +414,7 @@ def _candidate_record(row: Candidate) -> CandidateRecord:
         finished_at=row.finished_at,
         train_seconds=row.train_seconds,
         error=row.error,
+        evaluation=row.evaluation,  # type: ignore[arg-type]
     )
 
 
@@ -428,6 +432,7 @@ class CandidateRepository:
         """
         _check_known("candidate phase", data.phase, CANDIDATE_PHASES)
         _check_known("candidate status", data.status, CANDIDATE_STATUSES)
+        _check_known("candidate evaluation", data.evaluation, CANDIDATE_EVALUATIONS)
         dialect = _dialect_name(self._session)
         if dialect == "postgresql":
             insert = postgresql.insert(Candidate)
@@ -453,6 +458,7 @@ class CandidateRepository:
             "finished_at": data.finished_at,
             "train_seconds": data.train_seconds,
             "error": data.error,
+            "evaluation": data.evaluation,
             "created_at": _now(),
         }
         statement = (
@@ -544,6 +550,8 @@ class ArchitectureRepository:
         measured_ms: float | None = None,
         accuracy: float | None = None,
         public_id: str | None = None,
+        test_accuracy: float | None = None,
+        test_indices: Sequence[int] = (),
     ) -> Architecture:
         """Store an architecture; `files` maps "spec"/"onnx"/"weights" to paths relative to `artifact_dir`."""
         _check_known("architecture role", role, ARCHITECTURE_ROLES)
@@ -561,6 +569,8 @@ class ArchitectureRepository:
             artifact_dir=artifact_dir,
             files=dict(files or {}),
             created_at=_now(),
+            test_accuracy=test_accuracy,
+            test_indices=[int(i) for i in test_indices],
         )
         if public_id is not None:
             architecture.public_id = public_id

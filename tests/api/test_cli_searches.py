@@ -101,7 +101,7 @@ def test_submit_with_a_local_file_watch_show_and_download(cli, search_server, tm
 
     target = tmp_path / "winner"
     ok(cli("arch", "download", winner_id, "-o", str(target)))
-    assert sorted(p.name for p in target.iterdir()) == ["model.onnx", "spec.json", "weights.pt"]
+    assert sorted(p.name for p in target.iterdir()) == ["model.onnx", "model_uint8.onnx", "spec.json", "weights.pt"]
     spec = ArchSpec.from_json((target / "spec.json").read_text())
     assert torch.load(target / "weights.pt", weights_only=False)["spec"] == json.loads(spec.to_json())
     assert (target / "model.onnx").stat().st_size > 1000
@@ -191,5 +191,6 @@ def test_search_run_works_in_process_without_a_server(
     result = runner.invoke(app, ["search", "run", "--device", "local", "--budget-ms", f"{budget:.6f}",
                                  "--effort", "smoke", *TINY])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "hwnas winner" in result.stdout and "winner artifacts (spec.json, model.onnx, weights.pt)" in result.stdout
+    assert "hwnas winner" in result.stdout
+    assert "winner artifacts (spec.json, model.onnx, model_uint8.onnx, weights.pt)" in result.stdout
     assert len(list((tmp_path / "artifacts").rglob("model.onnx"))) == 2  # winner and baseline

@@ -57,6 +57,8 @@ def stored_searches(server) -> int:
         ({"space": "mobilenet_v9"}, "space"),
         ({"colour": "blue"}, "colour"),
         ({"dataset": "x" * 201}, "dataset"),
+        ({"test_fraction": 0.9}, "test_fraction"),
+        ({"test_fraction": 0.0}, "test_fraction"),
     ],
 )
 def test_invalid_fields_are_422_naming_the_field(search_server, changes, field) -> None:
@@ -153,6 +155,7 @@ def test_a_deployment_resolution_the_remote_lut_lacks_is_422_naming_resolution(s
         ("synthetic:classes=1", 422),
         ("synthetic:classes=1000,per_class=1000", 422),  # refused before anything is allocated
         ("digits:resolution=4000", 422),
+        ("synthetic:per_class=2", 422),  # too few images per class for train/validation/test
         ("0123456789abcdef0123456789abcdef", 404),
     ],
 )

@@ -154,7 +154,11 @@ def test_submit_follow_inspect_and_download_the_winner(search_server, tmp_path) 
     winner = alice.get(f"/v1/architectures/{winner_id}").json()
     assert winner["role"] == "winner" and winner["search_id"] == search_id
     assert winner["accuracy"] == result["winner"]["accuracy"] and winner["measured_ms"] > 0
-    assert winner["files"] == ["onnx", "spec", "weights"]
+    # test accuracy: on held-out images nothing was selected on, named by their positions in the dataset
+    assert winner["test_accuracy"] == result["winner"]["test_accuracy"] and 0.0 <= winner["test_accuracy"] <= 1.0
+    assert winner["test_indices"] == result["test_split"]["indices"] and len(winner["test_indices"]) > 0
+    assert len(winner["test_indices"]) == result["test_split"]["images"]
+    assert winner["files"] == ["onnx", "onnx_uint8", "spec", "weights"]
     files = {}
     for kind, name in (("spec", "spec.json"), ("onnx", "model.onnx"), ("weights", "weights.pt")):
         download = alice.get(f"/v1/architectures/{winner_id}/{kind}")

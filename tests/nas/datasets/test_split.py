@@ -134,3 +134,57 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
 def test_class_with_one_image_cannot_be_split() -> None:
     with pytest.raises(DatasetError, match=r"too few in \['c1'\]"):
         split_dataset(distinct_images((3, 1)))
+
+
+# --- the test part ------------------------------------------------------------------------------------
+
+
+def test_three_way_split_is_stratified_and_a_partition() -> None:
+    counts = (10, 23, 7, 41, 3, 4)
+    dataset = distinct_images(counts)
+    split = split_dataset(dataset, val_fraction=0.2, test_fraction=0.2, seed=3)
+    parts = [np.bincount(y, minlength=len(counts)) for y in (split.y_train, split.y_val, split.y_test)]
+    assert np.array_equal(sum(parts), counts)
+    assert all(np.all(part >= 1) for part in parts)  # every class in every part
+    for part in parts[1:]:
+        assert np.all(np.abs(part - 0.2 * np.array(counts)) <= 1)
+    train, val, test = (recovered(split, x) for x in (split.x_train, split.x_val, split.x_test))
+    assert not (train & val or train & test or val & test)
+    assert train | val | test == {image.tobytes() for image in dataset.images}
+    # test_index names the test images' positions in the dataset, in dataset order
+    assert np.all(np.diff(split.test_index) > 0)
+    assert np.array_equal(dataset.labels[split.test_index], split.y_test)
+    assert recovered(split, split.x_test) == {dataset.images[i].tobytes() for i in split.test_index}
+
+
+def test_three_way_split_is_reproducible_and_ignores_input_order() -> None:
+    dataset = distinct_images((12, 15, 9))
+    first = split_dataset(dataset, test_fraction=0.25, seed=5)
+    again = split_dataset(dataset, test_fraction=0.25, seed=5)
+    assert np.array_equal(first.test_index, again.test_index)
+    order = np.random.default_rng(1).permutation(len(dataset))
+    shuffled = ImageDataset("distinct", dataset.images[order], dataset.labels[order], dataset.class_names)
+    other = split_dataset(shuffled, test_fraction=0.25, seed=5)
+    assert recovered(first, first.x_test) == recovered(other, other.x_test)
+    assert recovered(first, first.x_val) == recovered(other, other.x_val)
+
+
+def test_without_a_test_part_the_two_way_split_is_unchanged() -> None:
+    dataset = distinct_images((10, 23, 7))
+    split = split_dataset(dataset, val_fraction=0.25, seed=2)
+    assert split.x_test.shape[0] == split.y_test.shape[0] == split.test_index.shape[0] == 0
+    # the validation images of the two-way split do not depend on whether a test part could exist
+    assert recovered(split, split.x_val) == recovered(split, split_dataset(dataset, val_fraction=0.25, seed=2).x_val)
+
+
+def test_a_class_with_two_images_cannot_be_split_three_ways() -> None:
+    dataset = distinct_images((5, 2))
+    split_dataset(dataset)  # two parts: fine
+    with pytest.raises(DatasetError, match=r"at least 3 images to be split into train/validation/test.*'c1'"):
+        split_dataset(dataset, test_fraction=0.2)
+
+
+@pytest.mark.parametrize("test_fraction", [-0.1, 1.0, 0.8])
+def test_bad_test_fraction(test_fraction: float) -> None:
+    with pytest.raises(DatasetError, match="test_fraction"):
+        split_dataset(distinct_images((10, 10)), val_fraction=0.2, test_fraction=test_fraction)
