@@ -374,3 +374,78 @@ def print_report(report: Any) -> None:
             f"{score.spearman:.3f}",
         )
     console.print(table)
+
+
+# --- measurement jobs (a search asking a remote device to time its winner) ---------------------------
+
+
+@device_app.command("jobs")
+@cli_errors
+def device_jobs(
+    device: str,
+    status: Annotated[str | None, typer.Option(help="pending, done or cancelled (default: all)")] = None,
+    server: ServerOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The device's measurement jobs: networks searches wait for it to time."""
+    if status is not None and status not in ("pending", "done", "cancelled"):
+        raise ValueError(f"--status must be pending, done or cancelled, got {status!r}")
+    params = {"limit": 200, **({"status": status} if status else {})}
+    with ApiClient(server) as api:
+        page = api.get_json(f"{_device_path(device)}/jobs", params=params)
+    if as_json:
+        print_json(page)
+        return
+    table = Table("job", "search", "role", "status", Column("measured ms", justify="right"), title=f"{device}: jobs")
+    for job in page["items"]:
+        measured = "-" if job["median_ms"] is None else f"{job['median_ms']:.4f}"
+        table.add_row(job["id"], job["search_id"] or "-", job["role"], job["status"], measured)
+    console.print(table)
+    console.print(f"{page['total']} job(s)")
+
+
+@device_app.command("verify-kit")
+@cli_errors
+def device_verify_kit(
+    device: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="zip file to write")],
+    server: ServerOpt = None,
+    quick: Annotated[bool, typer.Option(help="fewer timed runs per model (smoke runs)")] = False,
+) -> None:
+    """Download a verification kit of the device's pending jobs, for a device off the network."""
+    from latency_lut.kit import read_manifest_from_kit
+
+    partial = output.with_name(f".{output.name}.{os.getpid()}.part")
+    try:
+        with ApiClient(server, timeout=KIT_TIMEOUT_S) as api:
+            size = api.download(f"{_device_path(device)}/jobs/kit?{urlencode({'quick': quick})}", partial)
+        manifest = read_manifest_from_kit(partial)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    console.print(f"wrote {output} ({size / 1e6:.2f} MB, {len(manifest.models)} network(s), kit {manifest.kit_id})")
+    console.print(f"on the device: unzip, `python runner.py`, then `hwnas device verify-import {device} results.json`")
+
+
+@device_app.command("verify-import")
+@cli_errors
+def device_verify_import(
+    device: str,
+    results: Path,
+    server: ServerOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Upload a verification kit's results: answers the jobs (all or nothing); waiting searches go on."""
+    content = results.read_bytes()
+    with ApiClient(server) as api:
+        response = api.request(
+            "POST", f"{_device_path(device)}/jobs/results", files={"file": (results.name, content, "application/json")}
+        )
+    answer = response.json()
+    if as_json:
+        print_json(answer)
+        return
+    console.print(
+        f"answered {len(answer['answered'])} job(s) of {device}"
+        + (f"; {len(answer['skipped'])} already answered or cancelled" if answer["skipped"] else "")
+    )

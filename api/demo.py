@@ -3,7 +3,7 @@
 Starts the service in this process (SQLite under ./.hwnas/, local Ray, one embedded worker), creates
 its own API key and a device for this machine, profiles the device through the API (the profiling
 agent), submits a search with a latency budget, follows it live, downloads the winner, runs it in
-ONNX Runtime on the validation images, and prints it beside MobileNetV3-Small scaled to the budget.
+ONNX Runtime on the raw held-out test images, and prints it beside MobileNetV3-Small scaled to the budget.
 """
 
 from __future__ import annotations
@@ -144,9 +144,12 @@ def _journeys(api: ApiClient, sessions: Any, url: str, token: str, choice: DemoC
     winner_id = result["winner"]["architecture_id"]
     target = DEMO_DIR / f"winner-{winner_id}"
     target.mkdir(parents=True, exist_ok=True)
-    files = {"spec": "spec.json", "onnx": "model.onnx", "weights": "weights.pt"}
+    files = {"spec": "spec.json", "onnx": "model.onnx", "onnx-uint8": "model_uint8.onnx", "weights": "weights.pt"}
     sizes = {name: api.download(f"/v1/architectures/{winner_id}/{name}", target / file) for name, file in files.items()}
-    onnx_accuracy = _onnx_accuracy(target / "model.onnx", resolution)
+    # As a user would: the raw held-out test images (positions the architecture names) through the
+    # uint8 model, which carries the preprocessing in its graph.
+    test_indices = api.get_json(f"/v1/architectures/{winner_id}").get("test_indices") or []
+    onnx_accuracy = _onnx_accuracy(target / "model_uint8.onnx", test_indices)
     console.print(
         f"[bold]3/3[/] winner downloaded to {target}/ (" + ", ".join(f"{k} {v:,} B" for k, v in sizes.items()) + ")"
     )
@@ -182,19 +185,19 @@ def _follow(api: ApiClient, location: str) -> dict[str, Any]:
             time.sleep(1.0)
 
 
-def _onnx_accuracy(model_path: Path, resolution: int) -> float:
-    """Top-1 accuracy of the downloaded ONNX model on the search's validation images."""
+def _onnx_accuracy(model_path: Path, test_indices: list[int]) -> float:
+    """Top-1 accuracy of the downloaded uint8 ONNX model on the raw digits the search held out for testing."""
     import onnxruntime as ort
 
-    from nas.search.request import SearchRequest
-    from nas.search.runner import load_split
+    from nas.datasets import load_dataset
 
-    split = load_split(SearchRequest(device="-", dataset="digits", budget_ms=1.0, resolution=resolution, seed=0))
+    dataset = load_dataset("digits")
+    positions = np.asarray(test_indices, dtype=np.int64)
+    raw = dataset.images[positions].transpose(0, 2, 3, 1)  # uint8 NHWC, as the images come
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    x = split.x_val.astype(np.float32)
-    predictions = [int(np.argmax(session.run(None, {name: x[i : i + 1]})[0])) for i in range(len(x))]
-    return float(np.mean(np.asarray(predictions) == split.y_val))
+    logits = session.run(None, {name: raw})[0]
+    return float(np.mean(np.argmax(logits, axis=1) == dataset.labels[positions]))
 
 
 def _accuracy_report(api: ApiClient, device: str, scope: dict[str, Any]) -> str | None:
@@ -215,17 +218,20 @@ def _accuracy_report(api: ApiClient, device: str, scope: dict[str, Any]) -> str 
 def _print_table(result: dict[str, Any], onnx_accuracy: float, budget: float) -> None:
     from rich.table import Table
 
-    table = Table("", "accuracy", "predicted ms", "measured ms", "params", title=f"budget {budget} ms")
+    table = Table("", "test acc", "val acc", "predicted ms", "measured ms", "params", title=f"budget {budget} ms")
     for label, row in (("hwnas winner", result["winner"]), ("MobileNetV3-Small (scaled)", result.get("baseline"))):
         if not row:
             continue
         measured = row.get("measured_ms")
         table.add_row(
             label,
+            "-" if row.get("test_accuracy") is None else f"{row['test_accuracy']:.4f}",
             f"{row['accuracy']:.4f}",
             f"{row['predicted_ms']:.4f}",
             "-" if measured is None else f"{measured:.4f}",
             f"{row['params']:,}",
         )
     console.print(table)
-    console.print(f"winner in ONNX Runtime on the validation images: accuracy {onnx_accuracy:.4f}")
+    console.print(
+        f"winner's model_uint8.onnx in ONNX Runtime on the raw held-out test images: accuracy {onnx_accuracy:.4f}"
+    )

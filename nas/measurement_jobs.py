@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lut.kit import JOB_KEY_PREFIX, KitImport, KitImportError, KitManifest, build_kit, validate_results
 from latency_lut.kit_runner import TimingPolicy
-from nas.latency import get_device
+from nas.latency import e2e_measurement_data, get_device
 from nas.remote_measurements import kit_manifest_for_results
 from nas.store import (
     DeviceRepository,
@@ -32,6 +32,7 @@ from nas.store import (
     MeasurementJobRepository,
     MeasurementJobRole,
     MeasurementJobStatus,
+    MeasurementRepository,
     Search,
     session_scope,
 )
@@ -249,7 +250,16 @@ def answer_job(
     if sha256 != expected:
         raise JobChecksumError(job_id, sha256, expected)
     with session_scope(sessions) as session:
-        return MeasurementJobRepository(session).answer(job.device_id, job_id, answer)
+        answered = MeasurementJobRepository(session).answer(job.device_id, job_id, answer)
+        _store_as_end_to_end(session, job.device_id, job.spec, answer)
+        return answered
+
+
+def _store_as_end_to_end(session: Session, device_id: int, spec: dict[str, Any], answer: JobAnswer) -> None:
+    """A job's answer is also an end-to-end measurement of the device (listed with its others), in the
+    same transaction as the answer."""
+    network = ArchSpec.model_validate(spec)
+    MeasurementRepository(session).upsert(device_id, e2e_measurement_data(network, answer, answer.environment))
 
 
 # --- verification kits (a device off the network) ------------------------------------------------------
@@ -298,10 +308,8 @@ def import_jobs_results(sessions: sessionmaker[Session], device_name: str, resul
             if job.status != "pending":
                 skipped.append(job_id)
                 continue
-            jobs.answer(
-                device_id,
-                job_id,
-                JobAnswer(entry.median_ms, entry.iqr_ms, entry.runs, entry.runtime_version, outcome.environment),
-            )
+            answer = JobAnswer(entry.median_ms, entry.iqr_ms, entry.runs, entry.runtime_version, outcome.environment)
+            jobs.answer(device_id, job_id, answer)
+            _store_as_end_to_end(session, device_id, job.spec, answer)
             answered.append(job_id)
     return {"kit_id": manifest.kit_id, "answered": answered, "skipped": skipped, "total": outcome.total}

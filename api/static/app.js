@@ -744,21 +744,25 @@ function scatterPlot({ candidates, pareto, budgetMs }) {
     const cx = x(c.predicted_ms);
     const cy = y(c.accuracy);
     const role = c.role;
+    // Supernet members scored with inherited weights: many, and cheaper evidence; drawn small and faint.
+    const inherited = c.evaluation === "inherited" && !role;
     dots.append(
       svg(
         "circle",
         {
           cx: cx.toFixed(1),
           cy: cy.toFixed(1),
-          r: role ? 6.5 : 5,
+          r: role ? 6.5 : inherited ? 2.5 : 5,
           fill: PHASE_COLOURS[c.phase] || "#777",
-          class: `point phase-${c.phase} status-${c.status}`,
+          "fill-opacity": inherited ? 0.35 : 1,
+          class: `point phase-${c.phase} status-${c.status}${inherited ? " inherited" : ""}`,
           dataset: { hash: c.arch_hash || "", phase: c.phase || "" },
         },
         svg(
           "title",
           {},
           `${c.role ? `${c.role} · ` : ""}${c.phase} · ${c.status}` +
+            (inherited ? " · inherited weights (supernet)" : "") +
             `\naccuracy ${fmt.pct(c.accuracy)}\npredicted ${fmt.ms(c.predicted_ms)}` +
             `\nparams ${fmt.count(c.params)} · MAdds ${fmt.count(c.madds)}\n${c.arch_hash || ""}`,
         ),
@@ -786,6 +790,7 @@ function legend(candidates) {
   const counts = {};
   for (const c of candidates) counts[c.phase] = (counts[c.phase] || 0) + 1;
   const untrained = candidates.filter((c) => c.accuracy === null || c.accuracy === undefined).length;
+  const inherited = candidates.filter((c) => c.evaluation === "inherited").length;
   return el(
     "div",
     { class: "legend" },
@@ -797,6 +802,9 @@ function legend(candidates) {
     el("span", { class: "legend-item" }, el("span", { class: "swatch-line pareto-swatch" }), "Pareto front"),
     el("span", { class: "legend-item" }, el("span", { class: "swatch-line budget-swatch" }), "budget"),
     untrained ? el("span", { class: "legend-item muted" }, `${untrained} not trained (ticks on the axis)`) : null,
+    inherited
+      ? el("span", { class: "legend-item muted" }, `${inherited} scored with supernet weights (small dots)`)
+      : null,
   );
 }
 
@@ -996,6 +1004,7 @@ async function searchPage(searchId) {
       const links = [
         ["spec", "spec.json", "spec"],
         ["onnx", "model.onnx", "ONNX"],
+        ["onnx-uint8", "model_uint8.onnx", "ONNX (raw uint8 images)"],
         ["weights", "weights.pt", "weights"],
       ].map(([kind, file, label]) =>
         el(

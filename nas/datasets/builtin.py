@@ -7,7 +7,6 @@ bundles it), so a demo can show accuracy on handwriting rather than on generated
 
 from __future__ import annotations
 
-import functools
 import importlib.resources
 
 import numpy as np
@@ -61,13 +60,14 @@ _PHOTOS: tuple[tuple[str, str], ...] = (
     ("rocket", "rocket.jpg"),
     ("text", "text.png"),
 )
-_PHOTO_MAX_SIDE = 512  # photos are shrunk to this short side first: crops stay cheap to resize
+_PHOTO_MAX_SIDE = 512  # retina, hubble and cell are shrunk to this short side: crops stay cheap
 _CROP_SIDE = (0.15, 0.40)  # square crops, as fractions of the photo's short side
 _MAX_OVERLAP = 0.5  # intersection over union allowed between two crops of one photo
 _MIN_DETAIL = 3.0  # grey-level std (0-255) under which a crop is featureless (a bare wall)
 _BRIGHTNESS = 20.0  # grey levels, each way
 _CONTRAST = 0.25  # factor 1 +- this, about the crop's mean
 _CANDIDATES = 256  # crop boxes drawn at a time
+_CANDIDATE_BATCHES = 64  # before giving up: far more than 200 crops of the smallest photo need
 _MAX_PHOTO_PER_CLASS = 200
 
 
@@ -222,7 +222,7 @@ def photos_dataset(
     No two crops of one photo overlap by more than half (intersection over union at most
     `_MAX_OVERLAP`), so no validation image is a near-copy of a training one; crops do share parts
     of their photo, since a random split cannot keep regions apart. Crops whose grey levels are
-    almost flat (the retina's black corners) are redrawn. Crop k of a class is the same for any
+    almost flat (the bare wall behind the clock) are redrawn. Crop k of a class is the same for any
     `per_class` above k, so small variants are prefixes of the default.
     """
     if not 2 <= per_class <= _MAX_PHOTO_PER_CLASS:
@@ -253,69 +253,75 @@ def photos_dataset(
     return validate_dataset(ImageDataset("photos", images, labels, class_names))
 
 
-@functools.cache
 def _photo(file: str) -> tuple[np.ndarray, np.ndarray]:
-    """One photograph as float32 grey (H, W) and colour (3, H, W) planes, 0-255, short side <= 512."""
-    import skimage  # noqa: F401  (only its data files are used; fails clearly if it is not installed)
-
-    path = importlib.resources.files("skimage") / "data" / file
-    with Image.open(path) as opened:
-        image = opened.convert("RGB")
+    """One photograph as uint8 grey (H, W) and colour (3, H, W) planes, its short side at most 512 px."""
+    try:
+        path = importlib.resources.files("skimage") / "data" / file
+        with path.open("rb") as stream, Image.open(stream, formats=("PNG", "JPEG")) as opened:
+            image = opened.convert("RGB")
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise DatasetError(f"photos: needs scikit-image's sample photograph data/{file} ({exc})") from exc
     scale = _PHOTO_MAX_SIDE / min(image.size)
     if scale < 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
-    grey = np.asarray(image.convert("L"), dtype=np.float32)
-    colour = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
-    return grey, np.ascontiguousarray(colour)
+    grey = np.asarray(image.convert("L"))
+    colour = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
+    return grey, colour
 
 
 def _crop_boxes(name: str, grey: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` square boxes (top, left, side), drawn until each passes the detail and overlap rules.
+    """`count` square boxes (top, left, side), drawn until each passes the overlap and detail rules.
 
     Candidates come from the stream in fixed-size batches and are accepted in order, so the first k
     boxes do not depend on `count`.
     """
     height, width = grey.shape
     short = min(height, width)
-    # Summed-area tables give any box's grey mean and variance in O(1).
-    padded = np.pad(grey.astype(np.float64), ((1, 0), (1, 0)))
-    sums = padded.cumsum(0).cumsum(1)
-    squares = (padded**2).cumsum(0).cumsum(1)
-    boxes = np.empty((count, 3), dtype=np.int64)
-    accepted = 0
-    for _ in range(max(64, 8 * count // _CANDIDATES + 8)):
+    low, high = _CROP_SIDE
+    boxes = np.empty((0, 3), dtype=np.int64)
+    for _ in range(_CANDIDATE_BATCHES):
         draws = rng.uniform(size=(_CANDIDATES, 3))
-        side = np.rint(short * (_CROP_SIDE[0] + (_CROP_SIDE[1] - _CROP_SIDE[0]) * draws[:, 0])).astype(np.int64)
+        side = np.rint(short * (low + (high - low) * draws[:, 0])).astype(np.int64)
         top = np.floor(draws[:, 1] * (height - side + 1)).astype(np.int64)
         left = np.floor(draws[:, 2] * (width - side + 1)).astype(np.int64)
-        area = side * side
-        bottom, right = top + side, left + side
-        mean = (sums[bottom, right] - sums[top, right] - sums[bottom, left] + sums[top, left]) / area
-        mean_sq = (squares[bottom, right] - squares[top, right] - squares[bottom, left] + squares[top, left]) / area
-        detailed = mean_sq - mean**2 >= _MIN_DETAIL**2
-        for t, l_, s in zip(top[detailed], left[detailed], side[detailed], strict=True):
-            kept = boxes[:accepted]
-            across = np.clip(np.minimum(l_ + s, kept[:, 1] + kept[:, 2]) - np.maximum(l_, kept[:, 1]), 0, None)
-            down = np.clip(np.minimum(t + s, kept[:, 0] + kept[:, 2]) - np.maximum(t, kept[:, 0]), 0, None)
-            shared = across * down
-            if np.any(shared > _MAX_OVERLAP * (s * s + kept[:, 2] ** 2 - shared)):
+        candidates = np.stack([top, left, side], axis=1)
+        # Candidates too close to a kept box go all at once; the rest are taken in order.
+        candidates = candidates[~_too_close(candidates, boxes).any(axis=1)]
+        close = _too_close(candidates, candidates)
+        taken: list[int] = []
+        for i, (row, col, size) in enumerate(candidates):
+            if close[i, taken].any() or grey[row : row + size, col : col + size].std() < _MIN_DETAIL:
                 continue
-            boxes[accepted] = t, l_, s
-            accepted += 1
-            if accepted == count:
-                return boxes
+            taken.append(i)
+            if len(boxes) + len(taken) == count:
+                return np.concatenate([boxes, candidates[taken]])
+        boxes = np.concatenate([boxes, candidates[taken]])
     raise DatasetError(f"photos: could not place {count} distinct crops in {name!r}; ask for fewer per_class")
 
 
+def _too_close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)): whether two (top, left, side) boxes overlap by more than `_MAX_OVERLAP` (IoU)."""
+    a_top, a_left, a_side = (column[:, None] for column in a.T)
+    b_top, b_left, b_side = b.T
+    across = np.minimum(a_left + a_side, b_left + b_side) - np.maximum(a_left, b_left)
+    down = np.minimum(a_top + a_side, b_top + b_side) - np.maximum(a_top, b_top)
+    shared = np.maximum(across, 0) * np.maximum(down, 0)
+    return shared > _MAX_OVERLAP * (a_side**2 + b_side**2 - shared)
+
+
 def _jitter(crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Flip half the crops left-right, shift brightness and scale contrast; float 0-255 -> uint8."""
-    draws = rng.uniform(size=(crops.shape[0], 3))  # one row per crop: prefixes stay prefixes
-    crops = np.where((draws[:, 0] < 0.5)[:, None, None, None], crops[..., ::-1], crops)
-    mean = crops.mean(axis=(1, 2, 3), keepdims=True)
+    """Flip half the crops left-right, scale contrast about each crop's mean and shift brightness.
+
+    float32 (n, C, H, W) on 0-255 -> uint8. One row of draws per crop keeps prefixes prefixes.
+    """
+    draws = rng.uniform(size=(crops.shape[0], 3)).astype(np.float32)
+    flip = draws[:, 0] < 0.5
+    crops[flip] = crops[flip, ..., ::-1]
     contrast = (1 - _CONTRAST + 2 * _CONTRAST * draws[:, 1])[:, None, None, None]
     brightness = (_BRIGHTNESS * (2 * draws[:, 2] - 1))[:, None, None, None]
-    out = (crops - mean) * contrast + mean + brightness
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    mean = crops.mean(axis=(1, 2, 3), keepdims=True)
+    crops = (crops - mean) * contrast + (mean + brightness)
+    return np.clip(np.rint(crops, out=crops), 0, 255, out=crops).astype(np.uint8)
 
 
 def _check_resolution(name: str, resolution: int) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from nas.evaluation.data import TrainingData, check_training_data
@@ -40,27 +40,25 @@ class SupernetRecipe(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    epochs: int = Field(default=25, ge=1, le=1000)
+    epochs: int = Field(default=12, ge=1, le=1000)
     batch_size: int = Field(default=64, ge=2, le=8192)
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(default=4e-3, gt=0.0, description="peak learning rate (after warmup), cosine decay per step")
     weight_decay: float = Field(default=0.02, ge=0.0, description="not applied to BatchNorm weights or biases")
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="SGD only (Nesterov when > 0)")
     label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0, description="on the labels the largest member sees")
-    warmup_epochs: int = Field(default=1, ge=0)
+    warmup_epochs: int = Field(default=1, ge=0, description="linear warmup (at most epochs - 1 of it is used)")
     random_subnets: int = Field(default=2, ge=0, le=16, description="sampled members per step besides the two ends")
-    distillation: bool = Field(default=True, description="members other than the largest learn its predictions")
+    distillation: bool = Field(
+        default=False,
+        description="members other than the largest learn its predictions (off: on digits at 32 px, 12 epochs, "
+        "it lowered mean inherited accuracy from 0.976 to 0.949; the teacher is weak early in a short run)",
+    )
     kernel_transform: bool = Field(default=False, description="OFA's learned transform from large to small kernels")
     grad_clip: float | None = Field(default=5.0, gt=0.0, description="clip the accumulated gradient's norm")
     seed: int = Field(default=0, ge=0, lt=2**63)
     max_train_images: int | None = Field(default=None, ge=2, description="a seeded random subset of the train part")
     calibration_images: int = Field(default=256, ge=2, description="BatchNorm recalibration for the per-epoch scores")
-
-    @model_validator(mode="after")
-    def _warmup_within_epochs(self) -> SupernetRecipe:
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
-        return self
 
 
 @dataclass(eq=False)
@@ -140,7 +138,7 @@ def _train(
     )
     optimizer = _make_optimizer(supernet, recipe)
     total_steps = recipe.epochs * steps_per_epoch
-    warmup_steps = recipe.warmup_epochs * steps_per_epoch
+    warmup_steps = min(recipe.warmup_epochs, recipe.epochs - 1) * steps_per_epoch
     hard_loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     space = supernet.space
 

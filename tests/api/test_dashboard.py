@@ -250,7 +250,7 @@ def test_a_search_is_followed_live_to_its_winner(search_server, api_search_space
             card = page.locator("#winner-card")
             expect(card).to_be_visible(timeout=10_000)
             expect(card).to_have_attribute("data-architecture-id", winner_id)
-            expect(card).to_contain_text("accuracy")
+            expect(card).to_contain_text("test accuracy")
             expect(card).to_contain_text("measured")
             if search["baseline_id"]:  # MobileNetV3-Small scaled to the budget, when some width fits it
                 expect(page.locator("#baseline-card")).to_have_attribute("data-architecture-id", search["baseline_id"])
@@ -258,7 +258,7 @@ def test_a_search_is_followed_live_to_its_winner(search_server, api_search_space
             else:
                 expect(page.locator("#no-baseline")).to_contain_text("budget")
             links = card.locator("a.download")
-            expect(links).to_have_count(3)
+            expect(links).to_have_count(4)
             with live_server.client("alice") as client:
                 onnx_bytes = client.get(f"/v1/architectures/{winner_id}/onnx").content
             with page.expect_download() as download_info:

@@ -253,3 +253,32 @@ def test_verification_kit_answers_jobs_and_refuses_other_networks(live_server, a
     replay = jobs_upload(results).json()
     assert (replay["answered"], sorted(replay["skipped"])) == ([], sorted([winner, baseline]))
     assert problem(api.get("/v1/devices/phone/jobs/kit"), 409, "device")
+
+
+def test_verification_kit_round_trip_from_the_cli(live_server, tiny_space, tmp_path: Path, monkeypatch) -> None:
+    """`hwnas device jobs | verify-kit | verify-import`: the same round trip as above, as a user types it."""
+    from api.client import API_KEY_ENV, SERVER_ENV
+    from tests.api.test_cli import as_json, fails, succeeds
+
+    monkeypatch.setenv(SERVER_ENV, live_server.url)
+    monkeypatch.setenv(API_KEY_ENV, live_server.tokens["alice"])
+    winner, baseline, _ = _file_jobs(live_server, tiny_space)
+    listed = as_json(succeeds("device", "jobs", "phone", "--status", "pending", "--json"))
+    assert [job["id"] for job in listed["items"]] == [winner, baseline]
+    assert "--status must be" in fails("device", "jobs", "phone", "--status", "lost")
+    kit = tmp_path / "verify.zip"
+    assert "2 network(s)" in " ".join(
+        succeeds("device", "verify-kit", "phone", "-o", str(kit), "--quick").output.split()
+    )
+    results = run_kit_zip(kit.read_bytes(), tmp_path / "phone", in_process=True)
+    results_file = tmp_path / "results.json"
+    results_file.write_text(
+        json.dumps({**results, "results": results["results"][:1] + [{**results["results"][1], "sha256": "1" * 64}]})
+    )
+    assert "sha256" in fails("device", "verify-import", "phone", str(results_file))  # nothing answered
+    assert [_job_row(live_server, job).status for job in (winner, baseline)] == ["pending"] * 2
+    results_file.write_text(json.dumps(results))
+    answered = as_json(succeeds("device", "verify-import", "phone", str(results_file), "--json"))
+    assert sorted(answered["answered"]) == sorted([winner, baseline])
+    assert [_job_row(live_server, job).status for job in (winner, baseline)] == ["done", "done"]
+    assert "no pending measurement jobs" in fails("device", "verify-kit", "phone", "-o", str(tmp_path / "again.zip"))

@@ -3,6 +3,7 @@ device's answer, and cancelling when the search stops."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 
@@ -112,3 +113,19 @@ def test_wait_for_a_cancelled_job_raises(session_factory: sessionmaker[Session],
 def _cancel(sessions: sessionmaker[Session], search_id: int) -> None:
     with session_scope(sessions) as session:
         MeasurementJobRepository(session).cancel_pending_of_search(search_id)
+
+
+def test_an_answered_job_is_also_an_end_to_end_measurement_of_the_device(
+    session_factory: sessionmaker[Session], search: tuple[int, int]
+) -> None:
+    from nas.measurement_jobs import answer_job, job_onnx
+    from nas.store import MeasurementRepository
+
+    device_id, search_id = search
+    job_id = request_measurement(session_factory, "phone", search_id, SPECS[0], "winner")
+    sha256 = hashlib.sha256(job_onnx(SPECS[0])[0]).hexdigest()
+    answer_job(session_factory, "phone", job_id, JobAnswer(0.25, 0.01, 30, "1.20.0", {"threads": "2"}), sha256)
+    with session_scope(session_factory) as session:
+        [stored] = MeasurementRepository(session).list(device_id)
+    assert stored.arch_hash == SPECS[0].content_hash()
+    assert (stored.median_ms, stored.runs, stored.environment) == (0.25, 30, {"threads": "2"})

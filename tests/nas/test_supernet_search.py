@@ -39,7 +39,8 @@ def _supernets(session_factory) -> list[tuple[str, str, str | None]]:
 # The schema (supernets, candidates.evaluation) is checked on both databases by test_store; three whole
 # searches on SQLite are enough here.
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_supernet_search_trains_once_and_is_reused(session_factory, local_device, tmp_path) -> None:
+@pytest.mark.usefixtures("local_device")
+def test_supernet_search_trains_once_and_is_reused(session_factory, tmp_path) -> None:
     budget = _budget(session_factory, 1.6)
     first = _run(session_factory, budget_ms=budget)
     assert first["status"] == "succeeded", first["error"]
@@ -73,7 +74,8 @@ def test_supernet_search_trains_once_and_is_reused(session_factory, local_device
     assert _supernets(session_factory) == [(key, "ready", path)]
 
 
-def test_a_supernet_search_needs_three_splits(session_factory, local_device) -> None:
+@pytest.mark.usefixtures("local_device")
+def test_a_supernet_search_needs_three_splits(session_factory) -> None:
     from nas.datasets import DatasetError
 
     with pytest.raises(DatasetError, match="at least 3 images"):

@@ -39,7 +39,10 @@ def test_digits_with_options() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("cifar10", "unknown dataset 'cifar10': expected one of synthetic, digits, or a path ending in .npz or .zip"),
+        (
+            "cifar10",
+            "unknown dataset 'cifar10': expected one of synthetic, digits, photos, or a path ending in .npz or .zip",
+        ),
         ("synthetic:colour=red", "unknown option 'colour'; allowed: classes, num_classes"),
         ("synthetic:classes=four", "option 'classes' must be int, got 'four'"),
         ("synthetic:noise=lots", "option 'noise' must be float, got 'lots'"),
