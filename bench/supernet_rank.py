@@ -17,8 +17,10 @@ and can run ten times slower.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--speed-n", type=int, default=100, help="extra members timed for seconds per evaluation")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write every member's accuracies here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -99,6 +102,7 @@ def main() -> None:
     )
 
     inherited: dict[str, np.ndarray] = {}
+    inherited_loss: dict[str, np.ndarray] = {}
     for variant in args.variants:
         recipe = SupernetRecipe(
             epochs=args.epochs, random_subnets=args.random_subnets, seed=args.seed, **VARIANTS[variant]
@@ -107,7 +111,9 @@ def main() -> None:
         result = train_supernet(space, split, recipe, on_epoch=epoch_printer(label))
         evaluator = InheritedEvaluator(result.supernet, split)
         started = time.perf_counter()
-        inherited[variant] = evaluator.accuracies(genomes)
+        scores = [evaluator.score(genome) for genome in genomes]
+        inherited[variant] = np.asarray([score.accuracy for score in scores])
+        inherited_loss[variant] = np.asarray([score.loss for score in scores])
         per_member = (time.perf_counter() - started) / len(genomes)
         print(
             f"{label}: supernet trained in {result.train_seconds:.0f} s ({args.epochs} epochs); "
@@ -153,7 +159,11 @@ def main() -> None:
 
     print(f"\nrank correlation with from-scratch accuracy ({args.n} members):")
     for variant, values in inherited.items():
-        print(f"  inherited ({variant:8s}) vs seed {scratch_recipe.seed}: {correlations(values, scratch[0])}")
+        print(f"  inherited accuracy ({variant:8s}) vs seed {scratch_recipe.seed}: {correlations(values, scratch[0])}")
+        print(
+            f"  inherited -loss    ({variant:8s}) vs seed {scratch_recipe.seed}: "
+            f"{correlations(-inherited_loss[variant], scratch[0])}"
+        )
     if len(scratch) == 2:
         print(
             f"  from scratch, seed {scratch_recipe.seed} vs seed {scratch_recipe.seed + 1}: "
@@ -161,7 +171,20 @@ def main() -> None:
         )
         mean = (scratch[0] + scratch[1]) / 2
         for variant, values in inherited.items():
-            print(f"  inherited ({variant:8s}) vs mean of both seeds: {correlations(values, mean)}")
+            print(f"  inherited accuracy ({variant:8s}) vs mean of both seeds: {correlations(values, mean)}")
+            print(
+                f"  inherited -loss    ({variant:8s}) vs mean of both seeds: "
+                f"{correlations(-inherited_loss[variant], mean)}"
+            )
+
+    if args.json is not None:
+        record = {
+            "specs": [spec.to_string() for spec in specs],
+            "inherited": {variant: values.tolist() for variant, values in inherited.items()},
+            "inherited_loss": {variant: values.tolist() for variant, values in inherited_loss.items()},
+            "scratch": [values.tolist() for values in scratch],
+        }
+        args.json.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

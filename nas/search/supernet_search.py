@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from nas.datasets import DatasetSplit, ImageDataset
 from nas.search.execution import TrialRecord, TuneSettings, run_long_trial, run_trials
 from nas.search.request import SearchRequest
 from nas.strategies import Observation, SearchSpaceExhausted, Strategy, make_strategy
-from nas.supernet.evaluate import InheritedEvaluator
+from nas.strategies.base import arch_hash_of
+from nas.supernet.evaluate import InheritedEvaluator, InheritedScore
 from nas.supernet.model import SuperNet, weight_sharing_problem
 from nas.supernet.training import SupernetRecipe, train_supernet
 from search_spaces.space import SearchSpace
@@ -52,9 +54,10 @@ class SupernetPlan:
 
 SUPERNET_PLANS: dict[str, SupernetPlan] = {
     "smoke": SupernetPlan(epochs=2, evaluations=24, shortlist=1, population_size=8, sample_size=3),
-    "quick": SupernetPlan(epochs=15, evaluations=300, shortlist=2, population_size=32, sample_size=8),
-    "default": SupernetPlan(epochs=30, evaluations=1000, shortlist=3, population_size=64, sample_size=16),
-    "thorough": SupernetPlan(epochs=60, evaluations=3000, shortlist=6, population_size=100, sample_size=25),
+    # digits at 32 px on 2 cores: ~7 s per supernet epoch, ~0.17 s per member scored (bench.supernet_rank)
+    "quick": SupernetPlan(epochs=12, evaluations=160, shortlist=2, population_size=24, sample_size=6),
+    "default": SupernetPlan(epochs=25, evaluations=600, shortlist=3, population_size=48, sample_size=12),
+    "thorough": SupernetPlan(epochs=60, evaluations=2000, shortlist=6, population_size=100, sample_size=25),
 }
 
 
@@ -192,6 +195,8 @@ class SupernetPhase:
     evaluate: Callable[..., Any]
     candidate: Callable[..., Any]
     """(genome, spec, predicted, accuracy, evaluation, trial) -> the runner's CandidateRecord."""
+    scores: dict[str, InheritedScore] = field(default_factory=dict, init=False)
+    """Inherited accuracy and loss of every member scored, by arch hash."""
 
     def run(self) -> tuple[Strategy, int]:
         """(the short list's strategy, whose history the runner picks from; candidates evaluated)."""
@@ -207,7 +212,7 @@ class SupernetPhase:
     # --- the supernet ----------------------------------------------------------------------------
 
     def _supernet(self) -> SuperNet:
-        from nas.supernet.storage import load_supernet
+        from nas.supernet.artifact import SupernetFileError, load_supernet
 
         request, recorder, store = self.request, self.recorder, self.store
         recipe = supernet_recipe(request)
@@ -216,10 +221,10 @@ class SupernetPhase:
         path = store.ready(key)
         if path is not None:
             try:
-                supernet = load_supernet(path, proxy_space)
+                supernet, _ = load_supernet(path, proxy_space)
                 recorder.event("supernet", f"reusing the supernet trained on this data ({key})", {"key": key})
                 return supernet
-            except (OSError, ValueError, RuntimeError) as error:
+            except SupernetFileError as error:
                 recorder.event(
                     "supernet", f"stored supernet {key} unusable ({error}); training it again", level="warning"
                 )
@@ -243,13 +248,12 @@ class SupernetPhase:
             store.fail(key, "cancelled")
             raise _cancelled("while training the supernet")
         try:
-            supernet = load_supernet(target, proxy_space)
-        except (OSError, ValueError, RuntimeError) as error:
+            supernet, metadata = load_supernet(target, proxy_space)
+        except SupernetFileError as error:
             store.fail(key, str(error))
             raise RuntimeError(f"the supernet trial ended without a usable supernet: {error}") from None
         seconds = time.perf_counter() - started
-        metrics = getattr(supernet, "training_metadata", {}) or {}
-        store.finish(key, seconds, {k: v for k, v in metrics.items() if k != "recipe"})
+        store.finish(key, seconds, {k: v for k, v in metadata.items() if k != "recipe"})
         recorder.event("supernet", f"supernet trained in {seconds:.0f} s", {"key": key, "seconds": seconds})
         return supernet
 
@@ -282,16 +286,23 @@ class SupernetPhase:
             sample_size=plan.sample_size,
         )
         evaluator = InheritedEvaluator(supernet, self.split, seed=request.seed)
+        scores = self.scores
         started = time.perf_counter()
         for n in range(plan.evaluations):
             try:
                 genome = strategy.ask()
             except SearchSpaceExhausted:
                 break
-            accuracy = evaluator.accuracy(genome)
+            score = evaluator.score(genome)
             predicted = float(self.price(genome[None, :])[0])
+            scores[arch_hash_of(self.space, genome)] = score
+            # Evolution's fitness is exp(-loss), not accuracy: on a few hundred validation images members'
+            # accuracies tie, and the inherited loss ranks them about twice as well against training
+            # from scratch (docs/benchmarks.md). The candidate row keeps the real accuracy.
             strategy.tell(
-                Observation.create(self.space, genome, accuracy=accuracy, latency_ms=predicted, status="completed")
+                Observation.create(
+                    self.space, genome, accuracy=math.exp(-score.loss), latency_ms=predicted, status="completed"
+                )
             )
             if (n + 1) % 25 == 0:
                 if recorder.should_stop():
@@ -300,11 +311,11 @@ class SupernetPhase:
                                   strategy.rejected_over_budget)  # fmt: skip
         seconds = time.perf_counter() - started
         scored = len(strategy.history)
-        best = max(strategy.history, key=lambda o: o.accuracy or 0.0) if scored else None
+        best = max((score.accuracy for score in scores.values()), default=float("nan"))
         recorder.event(
             "evolution",
             f"{scored} members scored with inherited weights in {seconds:.0f} s "
-            f"({seconds / max(scored, 1) * 1000:.0f} ms each; best {best.accuracy if best else float('nan'):.3f}); "
+            f"({seconds / max(scored, 1) * 1000:.0f} ms each; best accuracy {best:.3f}); "
             f"{strategy.rejected_over_budget} proposals over budget never scored",
             {"members": scored, "seconds": seconds, "over_budget_skipped": strategy.rejected_over_budget},
         )
@@ -327,7 +338,8 @@ class SupernetPhase:
             if o.arch_hash in chosen:
                 continue
             spec = self.space.decode(o.genome)
-            recorder.record_candidate(self.candidate(o.genome, spec, o.latency_ms, o.accuracy, "inherited", None))
+            accuracy = self.scores[o.arch_hash].accuracy
+            recorder.record_candidate(self.candidate(o.genome, spec, o.latency_ms, accuracy, "inherited", None))
         strategy = _Shortlist(
             shortlist,
             space=self.space,
@@ -402,7 +414,7 @@ class _SupernetTraining:
     path: str
 
     def __call__(self, report: Callable[[dict[str, Any]], None]) -> None:
-        from nas.supernet.storage import save_supernet
+        from nas.supernet.artifact import save_supernet
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
             report({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}})

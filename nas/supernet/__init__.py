@@ -9,6 +9,7 @@ from nas.supernet.artifact import SupernetFileError, load_supernet, save_superne
 from nas.supernet.evaluate import (
     DEFAULT_CALIBRATION_IMAGES,
     InheritedEvaluator,
+    InheritedScore,
     calibrated_network,
     calibration_subset,
     inherited_accuracies,
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_CALIBRATION_IMAGES",
     "Architecture",
     "InheritedEvaluator",
+    "InheritedScore",
     "SuperNet",
     "SupernetEpochCallback",
     "SupernetFileError",

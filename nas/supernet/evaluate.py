@@ -9,6 +9,7 @@ member costs two forward passes; `calibrated_network` copies one out when it is 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +29,15 @@ def calibration_subset(data: TrainingData, count: int = DEFAULT_CALIBRATION_IMAG
     if count >= n_train:
         return np.arange(n_train)
     return np.sort(np.random.default_rng(seed).choice(n_train, count, replace=False))
+
+
+@dataclass(frozen=True)
+class InheritedScore:
+    """Validation top-1 accuracy and mean cross-entropy. On a small validation set the loss is the
+    finer ranking signal: accuracies of similar networks tie on a few hundred images."""
+
+    accuracy: float
+    loss: float
 
 
 class InheritedEvaluator:
@@ -61,19 +71,25 @@ class InheritedEvaluator:
         """Top-1 validation accuracy of `arch` (spec or genome) with inherited weights.
 
         Leaves the supernet in eval mode, with `arch` active and calibrated."""
+        return self.score(arch).accuracy
+
+    def accuracies(self, archs: Sequence[Architecture]) -> np.ndarray:
+        return np.asarray([self.accuracy(arch) for arch in archs], dtype=np.float64)
+
+    def score(self, arch: Architecture) -> InheritedScore:
+        """Accuracy and mean cross-entropy on the validation images, from the same forward pass."""
         supernet = self.supernet
         supernet.set_active(arch)
         supernet.calibrate(self.calibration)
         supernet.eval()
-        correct = 0
+        correct, loss = 0, 0.0
         with torch.inference_mode():
             for start in range(0, len(self.x_val), EVAL_BATCH_SIZE):
+                labels = self.y_val[start : start + EVAL_BATCH_SIZE]
                 logits = supernet(self.x_val[start : start + EVAL_BATCH_SIZE])
-                correct += int((logits.argmax(dim=1) == self.y_val[start : start + EVAL_BATCH_SIZE]).sum())
-        return correct / len(self.x_val)
-
-    def accuracies(self, archs: Sequence[Architecture]) -> np.ndarray:
-        return np.asarray([self.accuracy(arch) for arch in archs], dtype=np.float64)
+                correct += int((logits.argmax(dim=1) == labels).sum())
+                loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        return InheritedScore(accuracy=correct / len(self.x_val), loss=loss / len(self.x_val))
 
 
 def inherited_accuracy(

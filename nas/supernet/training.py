@@ -5,7 +5,9 @@ ones on the same batch, accumulates their gradients and takes one optimizer step
 the space bound the performance of everything between them, so training both every step keeps the
 whole space trained. With in-place distillation the largest member learns from the labels and every
 other member from the largest's (detached) predictions, which are softer and consistent across
-members; `bench/supernet_rank.py` measures whether that helps.
+members. `bench/supernet_rank.py` measures both: on digits distillation lowers the members' mean
+inherited accuracy a little but ranks them more like training from scratch does, and ranking is
+what a search needs, so it is on by default.
 
 Dropout regularises only the largest member (BigNAS). After every epoch the largest and smallest
 members are scored with inherited weights (BatchNorm recalibrated) and handed to `on_epoch`, which
@@ -50,9 +52,10 @@ class SupernetRecipe(BaseModel):
     warmup_epochs: int = Field(default=1, ge=0, description="linear warmup (at most epochs - 1 of it is used)")
     random_subnets: int = Field(default=2, ge=0, le=16, description="sampled members per step besides the two ends")
     distillation: bool = Field(
-        default=False,
-        description="members other than the largest learn its predictions (off: on digits at 32 px, 12 epochs, "
-        "it lowered mean inherited accuracy from 0.976 to 0.949; the teacher is weak early in a short run)",
+        default=True,
+        description="members other than the largest learn its predictions: on digits at 32 px it ranked members "
+        "better (Spearman of inherited loss vs trained accuracy 0.45 against 0.23 without), although their "
+        "mean inherited accuracy was lower (0.950 against 0.974)",
     )
     kernel_transform: bool = Field(default=False, description="OFA's learned transform from large to small kernels")
     grad_clip: float | None = Field(default=5.0, gt=0.0, description="clip the accumulated gradient's norm")

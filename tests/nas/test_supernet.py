@@ -183,10 +183,12 @@ def test_sandwich_training_lifts_members_above_chance_and_reports_every_epoch() 
     assert [epoch for epoch, _ in seen] == [1, 2, 3, 4]
     assert set(seen[0][1]) == {"train_loss", "largest_accuracy", "smallest_accuracy", "seconds"}
     assert not result.diverged and result.epochs_run == 4 and result.resolution == 16
-    evaluator = InheritedEvaluator(result.supernet, data)
     genomes = space.sample_population(6, np.random.default_rng(1))
-    accuracies = evaluator.accuracies(genomes)
+    accuracies = InheritedEvaluator(result.supernet, data).accuracies(genomes)
+    torch.manual_seed(0)
+    untrained = InheritedEvaluator(SuperNet(space), data).accuracies(genomes)
     assert accuracies.min() > 0.5, accuracies  # chance is 0.25
+    assert accuracies.mean() > untrained.mean() + 0.2, (accuracies, untrained)
     assert result.epoch_metrics[-1]["smallest_accuracy"] > 0.5
 
 
