@@ -1,10 +1,10 @@
-"""Datasets for searches: built-in (`synthetic`, `digits`) and uploaded (`.npz`, ImageFolder zips).
+"""Datasets for searches: built-in (`synthetic`, `digits`, `photos`) and uploaded (`.npz`, ImageFolder zips).
 
 Every source ends as a validated `ImageDataset` (uint8, NCHW, square); `split_dataset` turns one
 into the deterministic, stratified, standardised train/validation arrays that trials train on.
 """
 
-from nas.datasets.builtin import digits_dataset, synthetic_dataset
+from nas.datasets.builtin import digits_dataset, photos_dataset, synthetic_dataset
 from nas.datasets.dataset import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_IMAGES,
@@ -30,6 +30,7 @@ __all__ = [
     "load_dataset",
     "load_imagefolder_zip",
     "load_npz",
+    "photos_dataset",
     "check_splittable",
     "split_dataset",
     "synthetic_dataset",

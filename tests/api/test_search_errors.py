@@ -294,3 +294,18 @@ def test_stored_non_finite_numbers_read_as_null(search_server, queued) -> None:
     assert sorted(c["accuracy"] or 0 for c in page.json()["items"]) == [0, 0.5]  # NaN sorts by backend
     assert all(c["train_seconds"] is None and c["spec"] == "" for c in page.json()["items"])
     assert front.status_code == 200 and [c["accuracy"] for c in front.json()["items"]] == [0.5]
+
+
+def test_a_supernet_search_on_a_space_that_cannot_share_weights_is_422_naming_strategy(
+    search_server, api_search_space, monkeypatch
+) -> None:
+    from dataclasses import replace
+
+    from search_spaces import space as space_module
+
+    even = replace(api_search_space, name="even_kernels", kernels=(3, 4))  # a 4x4 kernel has no centre
+    monkeypatch.setitem(space_module.SPACES, even.name, even)
+    with search_server.client() as client:
+        response = client.post("/v1/searches", json=search_body(space=even.name, strategy="supernet"))
+        assert "even" in problem(response, 422, "strategy")["detail"]
+    assert stored_searches(search_server) == 0
