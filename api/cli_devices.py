@@ -38,6 +38,30 @@ def _device_path(name: str) -> str:
     return device_path(name)
 
 
+def _download_kit(server: str | None, url: str, output: Path) -> tuple[int, Any]:
+    """Download a kit zip to `output` (via a partial file, so a failed download leaves nothing);
+    (size in bytes, its manifest)."""
+    from latency_lut.kit import read_manifest_from_kit
+
+    partial = output.with_name(f".{output.name}.{os.getpid()}.part")
+    try:
+        with ApiClient(server, timeout=KIT_TIMEOUT_S) as api:
+            size = api.download(url, partial)
+        manifest = read_manifest_from_kit(partial)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return size, manifest
+
+
+def _upload_results(server: str | None, url: str, results: Path) -> dict[str, Any]:
+    """POST a kit runner's results file; the server's answer."""
+    content = results.read_bytes()
+    with ApiClient(server) as api:
+        response = api.request("POST", url, files={"file": (results.name, content, "application/json")})
+    return response.json()
+
+
 # --- device ----------------------------------------------------------------------------------------
 
 
@@ -287,18 +311,10 @@ def lut_kit(
 ) -> None:
     """Download a profiling kit (ONNX per missing key, manifest, stand-alone runner) for a device off the network."""
     from latency_lut.agent import space_params
-    from latency_lut.kit import read_manifest_from_kit
 
     params = {**space_params(space, resolution, width, num_classes), "quick": quick, "networks": networks}
-    partial = output.with_name(f".{output.name}.{os.getpid()}.part")
     console.print(f"the server is building the kit for {device} (one ONNX model per missing key)...")
-    try:
-        with ApiClient(server, timeout=KIT_TIMEOUT_S) as api:
-            size = api.download(f"{_device_path(device)}/kit?{urlencode(params, doseq=True)}", partial)
-        manifest = read_manifest_from_kit(partial)
-        partial.replace(output)
-    finally:
-        partial.unlink(missing_ok=True)
+    size, manifest = _download_kit(server, f"{_device_path(device)}/kit?{urlencode(params, doseq=True)}", output)
     console.print(f"wrote {output} ({size / 1e6:.1f} MB, {len(manifest.models)} models, kit {manifest.kit_id})")
     console.print(f"on the device: unzip, `python runner.py`, then `hwnas lut import {device} results.json`")
 
@@ -312,12 +328,7 @@ def lut_import(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Upload a kit's results file: validated by the server, refused as a whole if anything is wrong."""
-    content = results.read_bytes()
-    with ApiClient(server) as api:
-        response = api.request(
-            "POST", f"{_device_path(device)}/lut", files={"file": (results.name, content, "application/json")}
-        )
-    answer = response.json()
+    answer = _upload_results(server, f"{_device_path(device)}/lut", results)
     if as_json:
         print_json(answer)
         return
@@ -413,16 +424,8 @@ def device_verify_kit(
     quick: Annotated[bool, typer.Option(help="fewer timed runs per model (smoke runs)")] = False,
 ) -> None:
     """Download a verification kit of the device's pending jobs, for a device off the network."""
-    from latency_lut.kit import read_manifest_from_kit
 
-    partial = output.with_name(f".{output.name}.{os.getpid()}.part")
-    try:
-        with ApiClient(server, timeout=KIT_TIMEOUT_S) as api:
-            size = api.download(f"{_device_path(device)}/jobs/kit?{urlencode({'quick': quick})}", partial)
-        manifest = read_manifest_from_kit(partial)
-        partial.replace(output)
-    finally:
-        partial.unlink(missing_ok=True)
+    size, manifest = _download_kit(server, f"{_device_path(device)}/jobs/kit?{urlencode({'quick': quick})}", output)
     console.print(f"wrote {output} ({size / 1e6:.2f} MB, {len(manifest.models)} network(s), kit {manifest.kit_id})")
     console.print(f"on the device: unzip, `python runner.py`, then `hwnas device verify-import {device} results.json`")
 
@@ -436,12 +439,7 @@ def device_verify_import(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Upload a verification kit's results: answers the jobs (all or nothing); waiting searches go on."""
-    content = results.read_bytes()
-    with ApiClient(server) as api:
-        response = api.request(
-            "POST", f"{_device_path(device)}/jobs/results", files={"file": (results.name, content, "application/json")}
-        )
-    answer = response.json()
+    answer = _upload_results(server, f"{_device_path(device)}/jobs/results", results)
     if as_json:
         print_json(answer)
         return

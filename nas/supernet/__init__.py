@@ -12,7 +12,6 @@ from nas.supernet.evaluate import (
     InheritedScore,
     calibrated_network,
     calibration_subset,
-    inherited_accuracies,
     inherited_accuracy,
 )
 from nas.supernet.model import (
@@ -37,7 +36,6 @@ __all__ = [
     "UnsupportedSpaceError",
     "calibrated_network",
     "calibration_subset",
-    "inherited_accuracies",
     "inherited_accuracy",
     "load_supernet",
     "save_supernet",

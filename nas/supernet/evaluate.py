@@ -101,8 +101,8 @@ def inherited_accuracy(
     seed: int = 0,
     resolution: int | None = None,
 ) -> float:
-    """Validation accuracy of one member; for many, build one `InheritedEvaluator` (or call
-    `inherited_accuracies`) so the data is prepared once.
+    """Validation accuracy of one member; for many, build one `InheritedEvaluator` so the data is
+    prepared once.
 
     `resolution`: the image size members run at (default: the data's own, e.g. the proxy size).
     """
@@ -110,21 +110,6 @@ def inherited_accuracy(
         supernet, data, calibration_images=calibration_images, seed=seed, resolution=resolution
     )
     return evaluator.accuracy(arch)
-
-
-def inherited_accuracies(
-    supernet: SuperNet,
-    archs: Sequence[Architecture],
-    data: TrainingData,
-    *,
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
-    seed: int = 0,
-    resolution: int | None = None,
-) -> np.ndarray:
-    evaluator = InheritedEvaluator(
-        supernet, data, calibration_images=calibration_images, seed=seed, resolution=resolution
-    )
-    return evaluator.accuracies(archs)
 
 
 def calibrated_network(
