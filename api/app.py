@@ -34,7 +34,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker_thread = None
-        if settings.embedded_worker:
+        if settings.embedded_worker and settings.worker_mode == "process":
+            from api.worker_process import WorkerProcess
+
+            app.state.worker_process = WorkerProcess(settings)
+            app.state.worker_process.start()
+        elif settings.embedded_worker:
             from nas.worker import run_worker
 
             worker_thread = threading.Thread(
@@ -45,11 +50,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
                 daemon=True,
             )
             worker_thread.start()
-            log.info("embedded worker started")
+            log.info("embedded worker started as a thread")
         try:
             yield
         finally:
             app.state.stop.set()
+            if app.state.worker_process is not None:
+                app.state.worker_process.stop()
             if worker_thread is not None:
                 worker_thread.join(timeout=30)
             engine.dispose()
@@ -64,6 +71,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.sessions = sessions
     app.state.engine = engine
     app.state.stop = threading.Event()
+    app.state.worker_process = None
     problems.install(app)
     from api.routes.metrics import install as install_metrics
 

@@ -12,9 +12,7 @@ from typing import Any
 
 import httpx
 
-SERVER_ENV = "HWNAS_SERVER"
-API_KEY_ENV = "HWNAS_API_KEY"
-DEFAULT_SERVER = "http://127.0.0.1:8000"
+from nas.settings import Settings
 
 
 class ApiError(Exception):
@@ -44,8 +42,9 @@ class ApiClient:
     """`with ApiClient() as api: api.get_json("/v1/spaces")`."""
 
     def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
-        self.server = (server or os.environ.get(SERVER_ENV) or DEFAULT_SERVER).rstrip("/")
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        settings = Settings()
+        self.server = (server or settings.server).rstrip("/")
+        key = api_key if api_key is not None else settings.api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
 

@@ -117,6 +117,7 @@ def domain_problem(error: Exception) -> Problem | None:
     from nas.store.errors import (
         ArchitectureNotFoundError,
         DatasetNotFoundError,
+        DeviceAccessError,
         DeviceExistsError,
         DeviceNotFoundError,
         SearchNotFoundError,
@@ -131,6 +132,8 @@ def domain_problem(error: Exception) -> Problem | None:
         return Problem(404, str(error), field="architecture_id")
     if isinstance(error, DatasetNotFoundError):
         return Problem(404, str(error), field="dataset")
+    if isinstance(error, DeviceAccessError):
+        return Problem(403, str(error), field="device")
     if isinstance(error, DeviceExistsError):
         return Problem(409, str(error), field="name")
     if isinstance(error, SearchStateError):

@@ -19,7 +19,6 @@ params=...)`, e.g. `api.client.ApiClient`; besides that it needs only numpy and 
 from __future__ import annotations
 
 import hashlib
-import platform
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -176,7 +175,7 @@ def run_agent(
     policy: TimingPolicy = TimingPolicy(),
     stop: threading.Event | None = None,
     max_batches: int | None = None,
-    require_this_machine: bool = False,
+    require_machine: str | None = None,
     progress: Progress | None = None,
     networks: bool = False,
     serve_jobs: bool = False,
@@ -190,8 +189,9 @@ def run_agent(
 
     Threads and execution provider come from the device as the server stores it (they are part of
     what the device is); `threads`, when given, is what the caller expects and a device with another
-    count is refused before anything is measured. `require_this_machine` refuses a device registered
-    as another machine (for `hwnas lut profile`, which measures on the machine it runs on).
+    count is refused before anything is measured. `require_machine` (this machine's id,
+    `nas.settings.machine_id`) refuses a device registered as another machine (for `hwnas lut profile`,
+    which measures on the machine it runs on).
 
     Keys are timed `group_size` at a time in interleaved rounds (the kit runner's protocol); `progress`
     and the stop event are looked at between groups.
@@ -211,9 +211,9 @@ def run_agent(
         )
     threads = int(info["threads"])
     provider = str(info.get("execution_provider") or "CPUExecutionProvider")
-    if require_this_machine and (info.get("facts") or {}).get(THIS_MACHINE_FACT) != platform.node():
+    if require_machine is not None and (info.get("facts") or {}).get(THIS_MACHINE_FACT) != require_machine:
         raise AgentError(
-            f"device {device!r} is not this machine ({platform.node()}), so it cannot be profiled here; run "
+            f"device {device!r} is not this machine (machine id {require_machine}), so it cannot be profiled here; run "
             f"`hwnas agent --device {device}` on the device itself, or get a kit: `hwnas lut kit {device} -o kit.zip`"
         )
     if provider not in ort.get_available_providers():

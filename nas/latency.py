@@ -7,7 +7,6 @@ stopped; a check measures whole networks once and keeps them for later reports a
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from latency_lut.profiler import measure_networks as measure_networks_in_rounds
 from latency_lut.report import AccuracyReport, accuracy_report
 from latency_lut.table import LatencyTable, LutEntry
 from nas.calibration_set import sample_specs
+from nas.settings import machine_id
 from nas.store import (
     CalibrationRepository,
     DeviceRepository,
@@ -51,7 +51,7 @@ Progress = Callable[[int, int, str], None]
 class NotThisMachineError(ValueError):
     def __init__(self, device: str) -> None:
         super().__init__(
-            f"device {device!r} is not this machine ({platform.node()}), so it cannot be profiled here; "
+            f"device {device!r} is not this machine (machine id {machine_id()}), so it cannot be profiled here; "
             f"build a profiling kit with `hwnas lut kit {device} -o kit.zip` and import its results"
         )
 
@@ -77,10 +77,14 @@ def device_from_row(row: DeviceRow) -> Device:
     )
 
 
+def machine_of(device: Device) -> str | None:
+    """The machine id of the machine that measures `device` locally; None for a phone or board."""
+    return device.facts.get(THIS_MACHINE_FACT) or None
+
+
 def is_this_machine(device: Device) -> bool:
-    return device.facts.get(THIS_MACHINE_FACT) == platform.node() and device.execution_provider == (
-        "CPUExecutionProvider"
-    )
+    """Whether this process runs on the machine `device` describes (by machine id, not hostname)."""
+    return machine_of(device) == machine_id() and device.execution_provider == "CPUExecutionProvider"
 
 
 def add_device(
@@ -91,11 +95,14 @@ def add_device(
     facts: dict[str, str] | None = None,
     runtime_version: str | None = None,
     execution_provider: str = "CPUExecutionProvider",
+    owner: str | None = None,
+    shared: bool = True,
 ) -> Device:
-    """Register a device: this machine (`local`) or a remote one described by `facts`."""
+    """Register a device: this machine (`local`: it carries this machine's id) or a remote one described
+    by `facts`. `owner`: the API key that may write its LUT (None: the operator; admins only)."""
     if local:
         device = this_machine(name, threads)
-        merged = {**device.facts, THIS_MACHINE_FACT: platform.node(), **(facts or {})}
+        merged = {**device.facts, **(facts or {}), THIS_MACHINE_FACT: machine_id()}
         device = device.model_copy(update={"facts": merged})
     else:
         device = Device(
@@ -113,6 +120,9 @@ def add_device(
             execution_provider=device.execution_provider,
             runtime=device.runtime,
             facts=dict(device.facts),
+            owner=owner,
+            shared=shared,
+            machine_id=machine_of(device),
         )
     return device
 

@@ -149,6 +149,7 @@ def live_server(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         artifact_dir=artifacts,
         max_upload_bytes=4 * 2**20,
         embedded_worker=True,
+        worker_mode="thread",  # tests patch spaces and constants in this process; the worker must see them
         log_format="text",
         heartbeat_s=1.0,
         sse_poll_s=0.2,

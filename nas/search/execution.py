@@ -28,10 +28,9 @@ from ray.tune import Callback, Stopper
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
+from nas.settings import Settings
 from search_spaces.arch_spec import ArchSpec
 from search_spaces.space import SearchSpace
-
-RAY_ADDRESS_ENV = "HWNAS_RAY_ADDRESS"
 
 # Tune pickles its searcher and stopper into the experiment directory. They run in this (the driver)
 # process, so they hold only a token and find the live strategy, database recorder and callbacks here.
@@ -105,7 +104,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 def _init_ray(num_cpus: int | None) -> None:
     import ray
 
-    address = os.environ.get(RAY_ADDRESS_ENV)
+    address = Settings().ray_address
     if address:
         ray.init(address=address, log_to_driver=False)
     else:

@@ -188,6 +188,59 @@ def training_recipe(request: SearchRequest, epochs: int, lr: float = 4e-3) -> Tr
 # --- the phases --------------------------------------------------------------------------------------
 
 
+def check_budget(
+    request: SearchRequest, predictor: LatencyPredictor, space: SearchSpace, *, missing_ok: bool = False
+) -> float | None:
+    """The one budget check, made at submission and again when a worker starts the search.
+
+    The device's table must cover the space (with `missing_ok`, a device some machine measures may lack
+    keys: its worker profiles them first, and None is returned), and the budget must be at least the
+    fastest network the space can reach on the device. Returns that fastest latency (ms).
+    """
+    device = predictor.table.device.name
+    missing = predictor.table.missing_keys(space.block_keys())
+    if missing:
+        if missing_ok:
+            return None
+        raise MissingKeysError(device, missing, space=request.space, resolution=request.resolution)
+    fastest_ms, _ = predictor.pricer(space).fastest()
+    if request.budget_ms < fastest_ms:
+        raise BudgetUnreachableError(request.budget_ms, fastest_ms, device)
+    return fastest_ms
+
+
+@dataclass
+class _Run:
+    """What the phases of one search share."""
+
+    request: SearchRequest
+    predictor: LatencyPredictor
+    recorder: SearchRecorder
+    artifact_dir: Path
+    measure_locally: bool
+    measure: Callable[[ArchSpec], float] | None
+    latency_of: Callable[[ArchSpec], float]
+    dataset: ImageDataset
+    split: DatasetSplit
+    space: SearchSpace
+    pricer: Any
+    fastest_ms: float
+    trials_done: int = 0
+    skipped: int = 0
+
+    def progress(self, phase: str, fraction: float) -> None:
+        self.recorder.progress(phase, fraction, self.trials_done, self.request.preset.trials, self.skipped)
+
+    def stop_if_asked(self, where: str) -> None:
+        if self.recorder.should_stop():
+            raise SearchCancelled(f"stopped {where}")
+
+    def evaluate(self, spec: ArchSpec, on_epoch: Callable[[int, float, float], bool | None]) -> Any:
+        """A search trial: train at the proxy resolution (latency is priced at the deployment one)."""
+        recipe = training_recipe(self.request, self.request.preset.epochs)
+        return train_and_evaluate(spec.with_resolution(self.split.resolution), self.split, recipe, on_epoch=on_epoch)
+
+
 def run_search(
     request: SearchRequest,
     predictor: LatencyPredictor,
@@ -207,23 +260,68 @@ def run_search(
     the budget is held against those measurements, not only against the prediction: a winner that
     measures over budget is shrunk further (or, without NetAdapt, replaced by the most accurate
     candidate that measures within it). `measure` replaces the end-to-end measurement (tests).
+
+    The phases, each a function below: set-up (data, split, the budget check), search (Ray Tune
+    trials, or a supernet), shrink (NetAdapt and the measured budget), final training and export, the
+    baseline, the summary. A cancel (or a lost claim) is honoured in every phase: between trials, between
+    NetAdapt proposals, between training epochs, and before each phase.
     """
     if measure is None and measure_locally:
         measure = lambda spec: measure_network(spec, threads, TimingPolicy()).median_ms  # noqa: E731
     started = time.perf_counter()
+    run = _set_up(request, predictor, recorder, artifact_dir, measure_locally, measure, latency_for_missing)
+    strategy = _search_phase(run, supernets)
+    winner_spec = _shrink_phase(run, strategy)
+    finisher = _Finisher(
+        run.split,
+        training_recipe(request, request.preset.final_epochs),
+        run.latency_of,
+        artifact_dir,
+        measure,
+        recorder,
+        deploy=_DeploymentData(request, run.dataset, run.split),
+        # On this machine a measurement costs a second; on a remote device it is a job someone runs.
+        width_by_measurement=measure_locally,
+    )
+    run.stop_if_asked("before final training")
+    run.progress("final", 0.85)
+    winner = finisher.finish("winner", winner_spec)
+    baseline = None
+    if request.baseline:
+        run.stop_if_asked("before the baseline")
+        run.progress("final", 0.93)
+        baseline = finisher.baseline(request)
+    outcome = SearchOutcome(
+        winner=winner,
+        baseline=baseline,
+        trials=run.trials_done,
+        over_budget_skipped=run.skipped,
+        fastest_ms=run.fastest_ms,
+    )
+    outcome.summary = summarize(outcome, request, time.perf_counter() - started)
+    recorder.event("done", _summary_line(outcome.summary), outcome.summary)
+    run.progress("done", 1.0)
+    return outcome
+
+
+def _set_up(
+    request: SearchRequest,
+    predictor: LatencyPredictor,
+    recorder: SearchRecorder,
+    artifact_dir: Path,
+    measure_locally: bool,
+    measure: Callable[[ArchSpec], float] | None,
+    latency_for_missing: MissingLatencies | None,
+) -> _Run:
+    """Data, split at the proxy resolution, the space, and the budget check."""
     preset = request.preset
     proxy = request.proxy_resolution
     dataset = load_dataset(request.dataset)
     # Trials train at the proxy resolution; latency is always priced at the deployment resolution.
     split = load_split(request, proxy, dataset)
     space = search_space_for(request, split.num_classes)
-    missing = predictor.table.missing_keys(space.block_keys())
-    if missing:
-        raise MissingKeysError(predictor.table.device.name, missing)
-    pricer = predictor.pricer(space)
-    fastest_ms, _ = pricer.fastest()
-    if request.budget_ms < fastest_ms:
-        raise BudgetUnreachableError(request.budget_ms, fastest_ms, predictor.table.device.name)
+    fastest_ms = check_budget(request, predictor, space)
+    assert fastest_ms is not None  # missing keys raise without missing_ok
     recorder.event(
         "start",
         f"{request.strategy} search of {space.name} for {split.name} at {request.resolution} px "
@@ -236,78 +334,69 @@ def run_search(
             "train_resolution": proxy,
         },
     )
+    return _Run(
+        request=request,
+        predictor=predictor,
+        recorder=recorder,
+        artifact_dir=Path(artifact_dir),
+        measure_locally=measure_locally,
+        measure=measure,
+        latency_of=_latency_function(predictor, latency_for_missing),
+        dataset=dataset,
+        split=split,
+        space=space,
+        pricer=predictor.pricer(space),
+        fastest_ms=fastest_ms,
+    )
 
-    search_recipe = training_recipe(request, preset.epochs)
 
-    def evaluate(spec: ArchSpec, on_epoch: Callable[[int, float, float], bool | None]) -> Any:
-        return train_and_evaluate(spec.with_resolution(proxy), split, search_recipe, on_epoch=on_epoch)
-
-    # Phase 1: budgeted search through Ray Tune.
+def _search_phase(run: _Run, supernets: SupernetStore | None) -> Any:
+    """Budgeted search through Ray Tune (or a supernet); returns the strategy with its history."""
+    request = run.request
     if request.strategy == "supernet":
-        strategy, trials_done = SupernetPhase(
+        strategy, run.trials_done = SupernetPhase(
             request,
-            space,
-            dataset,
-            split,
-            pricer.predict_ms,
-            recorder,
-            supernets or SupernetStore(Path(artifact_dir).parent / "supernets"),
-            evaluate,
+            run.space,
+            run.dataset,
+            run.split,
+            run.pricer.predict_ms,
+            run.recorder,
+            supernets or SupernetStore(run.artifact_dir.parent / "supernets"),
+            run.evaluate,
             _supernet_candidate,
         ).run()
     else:
-        strategy, trials_done = _strategy_search(request, space, split, pricer, recorder, evaluate)
+        strategy, run.trials_done = _strategy_search(
+            request, run.space, run.split, run.pricer, run.recorder, run.evaluate
+        )
+    run.skipped = strategy.rejected_over_budget
+    return strategy
+
+
+def _shrink_phase(run: _Run, strategy: Any) -> ArchSpec:
+    """The search's pick, shrunk by NetAdapt when it is over budget and held to the measured budget."""
+    request, recorder = run.request, run.recorder
     best = _choose_best(strategy, request)
     if best is None:
         raise RuntimeError("no trial reported an accuracy; see the search's events for the trials' errors")
-    winner_spec = space.decode(best.genome)
+    winner_spec = run.space.decode(best.genome)
     recorder.event(
         "search_done",
-        f"best of {trials_done} trials: acc {best.accuracy:.3f} at {best.latency_ms:.3f} ms "
+        f"best of {run.trials_done} trials: acc {best.accuracy:.3f} at {best.latency_ms:.3f} ms "
         f"({strategy.rejected_over_budget} proposals over budget were never trained)",
         {"over_budget_skipped": strategy.rejected_over_budget},
     )
-
-    # Phase 2: NetAdapt, when the best candidate is over budget.
-    latency_of = _latency_function(predictor, latency_for_missing)
-    if request.netadapt and latency_of(winner_spec) > request.budget_ms:
-        recorder.progress("netadapt", 0.75, trials_done, preset.trials, strategy.rejected_over_budget)
-        winner_spec = _run_netadapt(request, split, winner_spec, latency_of, recorder)
-    if measure is not None:
-        recorder.progress("final", 0.82, trials_done, preset.trials, strategy.rejected_over_budget)
-        winner_spec = _meet_measured_budget(request, split, space, strategy, winner_spec, latency_of, measure, recorder)
-    if recorder.should_stop():
-        raise SearchCancelled("stopped before final training")
-
-    # Phase 3: final training, export, checks; then the baseline with the same recipe.
-    recorder.progress("final", 0.85, trials_done, preset.trials, strategy.rejected_over_budget)
-    finisher = _Finisher(
-        split,
-        training_recipe(request, preset.final_epochs),
-        latency_of,
-        artifact_dir,
-        measure,
-        recorder,
-        deploy=_DeploymentData(request, dataset, split),
-        # On this machine a measurement costs a second; on a remote device it is a job someone runs.
-        width_by_measurement=measure_locally,
-    )
-    winner = finisher.finish("winner", winner_spec)
-    baseline = None
-    if request.baseline:
-        recorder.progress("final", 0.93, trials_done, preset.trials, strategy.rejected_over_budget)
-        baseline = finisher.baseline(request)
-    outcome = SearchOutcome(
-        winner=winner,
-        baseline=baseline,
-        trials=trials_done,
-        over_budget_skipped=strategy.rejected_over_budget,
-        fastest_ms=fastest_ms,
-    )
-    outcome.summary = summarize(outcome, request, time.perf_counter() - started)
-    recorder.event("done", _summary_line(outcome.summary), outcome.summary)
-    recorder.progress("done", 1.0, trials_done, preset.trials, strategy.rejected_over_budget)
-    return outcome
+    run.stop_if_asked("after the search phase")
+    if request.netadapt and run.latency_of(winner_spec) > request.budget_ms:
+        run.progress("netadapt", 0.75)
+        winner_spec = _run_netadapt(request, run.split, winner_spec, run.latency_of, recorder)
+    if run.measure is not None:
+        run.stop_if_asked("before measuring the winner")
+        run.progress("final", 0.82)
+        winner_spec = _meet_measured_budget(
+            request, run.split, run.space, strategy, winner_spec, run.latency_of, run.measure, recorder
+        )
+    return winner_spec
 
 
 def _strategy_search(
@@ -572,6 +661,16 @@ def _latency_function(
     return latency_of
 
 
+def _stop_check(recorder: SearchRecorder) -> Callable[[int, float, float], None]:
+    """An epoch callback that ends a training (final, baseline, NetAdapt's start) when a stop is asked."""
+
+    def check(epoch: int, accuracy: float, loss: float) -> None:
+        if recorder.should_stop():
+            raise SearchCancelled(f"stopped after training epoch {epoch}")
+
+    return check
+
+
 def _run_netadapt(
     request: SearchRequest,
     split: DatasetSplit,
@@ -583,10 +682,14 @@ def _run_netadapt(
 
     preset = request.preset
     proxy = request.proxy_resolution
-    start = train_and_evaluate(spec.with_resolution(proxy), split, training_recipe(request, preset.epochs))
+    start = train_and_evaluate(
+        spec.with_resolution(proxy), split, training_recipe(request, preset.epochs), on_epoch=_stop_check(recorder)
+    )
     tune_recipe = training_recipe(request, max(1, preset.netadapt_epochs))
 
     def evaluate(model: torch.nn.Module, candidate: ArchSpec) -> float:
+        if recorder.should_stop():
+            raise SearchCancelled("stopped during NetAdapt")
         # NetAdapt prices deployment-resolution specs; its proposals are tuned at the proxy resolution.
         model.spec = candidate.with_resolution(proxy)
         if preset.netadapt_epochs == 0:
@@ -681,7 +784,10 @@ class _Finisher:
         The accuracy reported is the deployment-resolution one: what the downloaded model does at the
         size it ships."""
         recorder = self.recorder
-        result = train_and_evaluate(spec.with_resolution(self.split.resolution), self.split, self.recipe)
+        stop_check = _stop_check(recorder)
+        result = train_and_evaluate(
+            spec.with_resolution(self.split.resolution), self.split, self.recipe, on_epoch=stop_check
+        )
         proxy_accuracy = result.final_accuracy
         accuracies = list(result.epoch_accuracies)
         train_seconds = result.train_seconds
@@ -692,7 +798,7 @@ class _Finisher:
             epochs = self.deploy.request.preset.deploy_epochs
             if epochs > 0:
                 recipe = training_recipe(self.deploy.request, epochs, lr=DEPLOY_LR)
-                tuned = fine_tune(model, deploy_split, recipe)
+                tuned = fine_tune(model, deploy_split, recipe, on_epoch=stop_check)
                 accuracy = tuned.final_accuracy
                 accuracies += list(tuned.epoch_accuracies)
                 train_seconds += tuned.train_seconds

@@ -25,6 +25,7 @@ from nas.store.db import (
 from nas.store.errors import (
     ArchitectureNotFoundError,
     DatasetNotFoundError,
+    DeviceAccessError,
     DeviceExistsError,
     DeviceNotFoundError,
     SearchNotFoundError,
@@ -126,6 +127,7 @@ __all__ = [
     "CandidateStatus",
     "Device",
     "DeviceExistsError",
+    "DeviceAccessError",
     "DeviceNotFoundError",
     "DeviceRepository",
     "E2EMeasurement",

@@ -5,7 +5,6 @@ needs nothing installed; docker-compose points `HWNAS_DATABASE_URL` at PostgreSQ
 same schema from the same Alembic migrations and the same transactional behaviour.
 """
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +19,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-DATABASE_URL_ENV = "HWNAS_DATABASE_URL"
-DEFAULT_DATA_DIR = ".hwnas"
-DEFAULT_DATABASE_FILE = "hwnas.db"
+from nas.settings import DATABASE_URL_ENV, default_database_url  # noqa: F401 (re-exported)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -33,10 +31,7 @@ def database_url() -> str:
     Read at call time (not import time) so tests and the CLI can change the environment. The
     `.hwnas` directory is created by `make_engine`, when the database is actually opened.
     """
-    configured = os.environ.get(DATABASE_URL_ENV, "").strip()
-    if configured:
-        return configured
-    return f"sqlite:///{Path.cwd() / DEFAULT_DATA_DIR / DEFAULT_DATABASE_FILE}"
+    return default_database_url()
 
 
 def make_engine(url: str | None = None) -> Engine:

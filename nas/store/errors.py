@@ -61,3 +61,15 @@ class DatasetNotFoundError(StoreError):
     def __init__(self, public_id: str) -> None:
         self.public_id = public_id
         super().__init__(f"no dataset with id {public_id!r} is stored")
+
+
+class DeviceAccessError(StoreError):
+    """Raised when a key may see a device but not change it: its LUT, measurements and calibration are
+    written by the key that registered it (its owner) or an admin."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"device {name!r} belongs to another API key: only its owner or an admin may change its lookup "
+            "table, measurements or calibration (you may read it and search on it)"
+        )

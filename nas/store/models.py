@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.mutable import MutableDict, MutableList
@@ -100,6 +101,12 @@ class Device(Base):
     threads: Mapped[int] = mapped_column(Integer)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # The API key that registered it (None: the operator, from the CLI): only it or an admin writes the
+    # device's LUT, measurements and calibration; others read it and search on it while it is shared.
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    shared: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # The machine that measures it locally (nas.settings.machine_id); None for a phone or board.
+    machine_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
     lut_entries: Mapped[list["LutEntry"]] = relationship(
         back_populates="device", cascade="all, delete-orphan", passive_deletes=True

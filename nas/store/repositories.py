@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select
+from sqlalchemy import CursorResult, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -131,6 +131,9 @@ class DeviceRepository:
         execution_provider: str = "CPUExecutionProvider",
         runtime: str = "onnxruntime",
         facts: dict[str, Any] | None = None,
+        owner: str | None = None,
+        shared: bool = True,
+        machine_id: str | None = None,
     ) -> Device:
         """Store a new device and return it with its id assigned.
 
@@ -148,6 +151,9 @@ class DeviceRepository:
             execution_provider=execution_provider,
             threads=threads,
             facts=dict(facts or {}),
+            owner=owner,
+            shared=shared,
+            machine_id=machine_id,
         )
         try:
             # A savepoint, so a lost race rolls back only this insert and the session stays usable.
@@ -185,8 +191,12 @@ class DeviceRepository:
         self._session.delete(self.require(name))
         self._session.flush()
 
-    def list(self) -> list[Device]:
-        return list(self._session.scalars(select(Device).order_by(Device.name)))
+    def list(self, visible_to: str | None = None) -> list[Device]:
+        """Every device, or (`visible_to` a key id) those it owns and the shared ones."""
+        statement = select(Device).order_by(Device.name)
+        if visible_to is not None:
+            statement = statement.where(or_(Device.shared.is_(True), Device.owner == visible_to))
+        return list(self._session.scalars(statement))
 
 
 class LutRepository:

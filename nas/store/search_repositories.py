@@ -38,6 +38,7 @@ from nas.store.models import (
     CandidateEvaluation,
     CandidatePhase,
     CandidateStatus,
+    Device,
     EventLevel,
     Search,
     SearchEvent,
@@ -78,9 +79,15 @@ def _dialect_name(session: Session) -> str:
 # --- searches ----------------------------------------------------------------------------------------
 
 
-def _claimable(table: Any, stale_before: datetime) -> ColumnElement[bool]:
-    """Queued, or running with a heartbeat older than `stale_before` (its worker is presumed dead)."""
-    return or_(table.status == "queued", and_(table.status == "running", table.heartbeat_at < stale_before))
+def _claimable(table: Any, stale_before: datetime, machine_id: str | None) -> ColumnElement[bool]:
+    """Queued, or running with a heartbeat older than `stale_before` (its worker is presumed dead); and
+    when `machine_id` is given, on a device no machine measures (a phone: any worker serves it through
+    measurement jobs) or on the one `machine_id` measures locally. `machine_id=None` claims anything."""
+    status = or_(table.status == "queued", and_(table.status == "running", table.heartbeat_at < stale_before))
+    if machine_id is None:
+        return status
+    servable = select(Device.id).where(or_(Device.machine_id.is_(None), Device.machine_id == machine_id))
+    return and_(status, table.device_id.in_(servable))
 
 
 class SearchRepository:
@@ -191,12 +198,15 @@ class SearchRepository:
 
     # --- the worker's side ---------------------------------------------------------------------------
 
-    def claim_next(self, worker_id: str, stale_after_s: float, now: datetime | None = None) -> Search | None:
+    def claim_next(
+        self, worker_id: str, stale_after_s: float, now: datetime | None = None, machine_id: str | None = None
+    ) -> Search | None:
         """Atomically take the oldest claimable search for `worker_id`, or None when there is none.
 
         Claimable: queued, or running with a heartbeat older than `stale_after_s` (re-claimed; the
         new worker resumes from the stored candidates). The claim sets status running, the worker,
-        `claimed_at` and `heartbeat_at` to `now`, `started_at` if unset, and counts an attempt.
+        `claimed_at` and `heartbeat_at` to `now`, `started_at` if unset, and counts an attempt. With
+        `machine_id`, only searches this machine can serve (see `_claimable`).
 
         PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE, so concurrent workers take
         different searches without waiting. SQLite: one UPDATE ... WHERE id = (SELECT ...) RETURNING,
@@ -221,7 +231,7 @@ class SearchRepository:
         if dialect == "postgresql":
             picked = self._session.scalar(
                 select(Search.id)
-                .where(_claimable(Search, stale_before))
+                .where(_claimable(Search, stale_before, machine_id))
                 .order_by(Search.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -236,13 +246,17 @@ class SearchRepository:
                 )
             other = aliased(Search, name="claimable")
             target = (
-                select(other.id).where(_claimable(other, stale_before)).order_by(other.id).limit(1).scalar_subquery()
+                select(other.id)
+                .where(_claimable(other, stale_before, machine_id))
+                .order_by(other.id)
+                .limit(1)
+                .scalar_subquery()
             )
         else:
             raise StoreError(f"claiming searches is implemented for SQLite and PostgreSQL, not {dialect!r}")
         claimed = self._session.execute(
             update(Search)
-            .where(Search.id == target, _claimable(Search, stale_before))
+            .where(Search.id == target, _claimable(Search, stale_before, machine_id))
             .values(**values)
             .returning(Search.id),
             execution_options=_SYNCHRONIZE,

@@ -248,7 +248,7 @@ def test_agent_refusals(live_server, api, tiny_space, fast_policy) -> None:
     add_device(api, "phone-2t", threads=2)
     with ApiClient(live_server.url, live_server.tokens["bob"]) as client:
         with pytest.raises(AgentError, match="not this machine"):
-            run_agent(client, "phone-2t", space="tiny", policy=fast_policy, require_this_machine=True)
+            run_agent(client, "phone-2t", space="tiny", policy=fast_policy, require_machine="m-this-one")
         with pytest.raises(AgentError, match="2 thread"):
             run_agent(client, "phone-2t", space="tiny", threads=1, policy=fast_policy)
         with pytest.raises(ApiError) as unknown:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from nas.latency import (
     store_lut_entries,
 )
 from nas.remote_measurements import create_kit, import_kit_results
+from nas.settings import machine_id
 from nas.store import (
     CalibrationRepository,
     DeviceExistsError,
@@ -116,7 +116,7 @@ def test_add_local_device_describes_this_machine(session_factory: Sessions) -> N
     device = add_device(session_factory, "cpu-2t", threads=2)
 
     assert device.threads == 2
-    assert device.facts[THIS_MACHINE_FACT] == platform.node()
+    assert device.facts[THIS_MACHINE_FACT] == machine_id()
     assert is_this_machine(device)
     stored = get_device(session_factory, "cpu-2t")
     assert stored == device

@@ -98,7 +98,7 @@ def test_upgrading_twice_changes_nothing(engine: Engine, session_factory: sessio
 
     upgrade_database(engine)
 
-    assert database_revision(engine) == head_revision() == "0006"
+    assert database_revision(engine) == head_revision() == "0007"
     assert sorted(inspect(engine).get_table_names()) == tables_before
     with session_scope(session_factory) as session:
         assert [device.name for device in DeviceRepository(session).list()] == ["laptop"]
