@@ -22,6 +22,7 @@ from rich.table import Column, Table
 from api.cli import ClassesOpt, ResolutionOpt, SpaceOpt, WidthOpt, _space, app, device_app, lut_app
 from api.cli_common import cli_errors, console, print_json, progress_bar, sessions
 from api.client import ApiClient
+from nas.settings import machine_id
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="the hwnas service (default: $HWNAS_SERVER or http://127.0.0.1:8000)")
@@ -83,21 +84,39 @@ def device_add(
     remote: Annotated[
         bool, typer.Option("--remote", help="a device other than the server's machine (a phone)")
     ] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="this machine (the one running the command: HWNAS_MACHINE_ID), written to the database "
+            "(HWNAS_DATABASE_URL) directly; run it where the workers that will measure the device run",
+        ),
+    ] = False,
     fact: Annotated[list[str] | None, typer.Option("--fact", help="key=value, e.g. soc=Snapdragon 8 Gen 2")] = None,
     runtime_version: Annotated[str | None, typer.Option(help="remote device's onnxruntime version")] = None,
     server: ServerOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Register a device. Without --remote it is the server's machine at the given thread count."""
-    body: dict[str, Any] = {"name": name, "threads": threads, "local": not remote, "facts": _parse_facts(fact)}
-    if runtime_version is not None:
-        body["runtime_version"] = runtime_version
-    with ApiClient(server) as api:
-        device = api.post_json("/v1/devices", body)
+    """Register a device. Without --remote it is the server's machine at the given thread count; with
+    --local it is the machine running this command (e.g. a worker's), registered by the operator."""
+    if local and (remote or runtime_version is not None or server is not None):
+        raise ValueError("--local registers this machine in the database: no --remote, --runtime-version or --server")
+    if local:
+        from nas.services import devices
+
+        device = devices.register(
+            sessions(), name, viewer=None, threads=threads, local=True, facts=_parse_facts(fact)
+        ).model_dump(mode="json")
+    else:
+        body: dict[str, Any] = {"name": name, "threads": threads, "local": not remote, "facts": _parse_facts(fact)}
+        if runtime_version is not None:
+            body["runtime_version"] = runtime_version
+        with ApiClient(server) as api:
+            device = api.post_json("/v1/devices", body)
     if as_json:
         print_json(device)
         return
-    where = "the server's machine" if device["local"] else "remote"
+    where = f"this machine, {machine_id()}" if local else "the server's machine" if device["local"] else "remote"
     console.print(
         f"added device [bold]{device['name']}[/] ({where}, onnxruntime {device['runtime_version']}, "
         f"{device['threads']} thread(s))"
@@ -176,7 +195,7 @@ def _run_agent(
             policy=QUICK_POLICY if quick else TimingPolicy(),
             stop=stop,
             max_batches=max_batches,
-            require_this_machine=require_this_machine,
+            require_machine=machine_id() if require_this_machine else None,
             progress=update,
             networks=networks,
             serve_jobs=serve_jobs,
@@ -355,11 +374,11 @@ def lut_check(
 ) -> None:
     """Predicted vs measured end-to-end latency on random networks: calibrated predictor, raw sum, MAdds model."""
     from latency_lut.kit_runner import QUICK_POLICY, TimingPolicy
-    from nas.latency import check_device
+    from nas.services.calibration import check_this_machine
 
     chosen = _space(space, resolution, width, num_classes)
     with progress_bar(f"measuring networks on {device}") as update:
-        report = check_device(
+        report = check_this_machine(
             sessions(), device, chosen, n, n_calibration, seed, QUICK_POLICY if quick else TimingPolicy(), update
         )
     if as_json:

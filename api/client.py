@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from nas.settings import Settings
+from nas.settings import API_KEY_ENV, DEFAULT_SERVER, SERVER_ENV, Settings  # noqa: F401 (re-exported)
 
 
 class ApiError(Exception):

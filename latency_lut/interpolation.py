@@ -212,15 +212,6 @@ class LatencyInterpolator:
         return float(sum(estimates) / len(estimates))
 
 
-def interpolate_latency_ms(table: LatencyTable, key: str) -> float | None:
-    """The latency of `key`: measured if the table has it, otherwise interpolated from measured keys
-    that differ from it only in channel counts; None when no such key exists."""
-    measured = table.entries.get(key)
-    if measured is not None and measured.source != INTERPOLATED_SOURCE:
-        return measured.median_ms
-    return LatencyInterpolator(table).interpolate_ms(key)
-
-
 def interpolation_error_report(
     table: LatencyTable, keys_to_hold_out: Iterable[str] | None = None, *, leave_one_out: bool = False
 ) -> dict:

@@ -9,6 +9,7 @@ twice. A worker that finds it has lost its claim (another worker took over) stop
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from latency_lut.interpolation import interpolation_error_report
 from latency_lut.kit_runner import TimingPolicy
 from latency_lut.predictor import MissingKeysError
 from latency_lut.table import LutEntry
@@ -45,6 +47,7 @@ from nas.search.runner import (
     search_space_for,
 )
 from nas.search.supernet_search import SupernetStore
+from nas.settings import default_artifact_dir, machine_id
 from nas.store import (
     ArchitectureRepository,
     CandidateData,
@@ -57,13 +60,12 @@ from search_spaces.arch_spec import ArchSpec
 from search_spaces.counting import count_spec
 
 log = logging.getLogger("hwnas.worker")
-ARTIFACT_DIR_ENV = "HWNAS_ARTIFACT_DIR"
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
 
 
 def artifact_root() -> Path:
-    return Path(os.environ.get(ARTIFACT_DIR_ENV) or Path.cwd() / ".hwnas" / "artifacts")
+    return default_artifact_dir()
 
 
 def new_worker_id() -> str:
@@ -122,6 +124,13 @@ class DatabaseRecorder:
             evaluation=candidate.evaluation,  # type: ignore[arg-type]
         )
         with session_scope(self.sessions) as session:
+            # Claim check and insert in one transaction: the UPDATE locks the search row (PostgreSQL) or
+            # takes SQLite's write lock, so no other worker can claim the search in between. A worker
+            # that lost its claim writes nothing; `should_stop` then ends its run.
+            if not SearchRepository(session).heartbeat(self.public_id, self.worker_id):
+                self.lost_claim.set()
+                log.warning("search %s: claim lost; candidate %s not stored", self.public_id, data.arch_hash[:12])
+                return
             CandidateRepository(session).add(self.search_id, data)
 
     def event(self, kind: str, message: str, data: dict | None = None, level: str = "info") -> None:
@@ -196,6 +205,8 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
         local = is_this_machine(device)
         predictor = _predictor_covering(sessions, request, local, recorder)
 
+        interpolation_reported: list[bool] = []
+
         def latency_for_missing(keys: list[str]) -> dict[str, float]:
             # Profiled together (one drift-reference timing per group of 16) and stored like any key.
             measured = profile_device(
@@ -207,6 +218,20 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
             return {key: measured[key] if key in measured else table.latency_ms(key) for key in keys}
 
         def interpolated(keys: list[str]) -> dict[str, LutEntry]:
+            if not interpolation_reported:
+                interpolation_reported.append(True)
+                report = interpolation_error_report(predictor.table)
+                recorder.event(
+                    "interpolate",
+                    f"{request.device} is not this machine: keys NetAdapt needs are interpolated between measured "
+                    f"channel counts; on this device's own table that lands {report['mean_abs_pct_error']:.1f}% "
+                    f"(median {report['median_abs_pct_error']:.1f}%, max {report['max_abs_pct_error']:.1f}%) from "
+                    f"the measurement ({report['n_interpolated']} keys, leave-one-out)",
+                    {
+                        k: (report[k] if math.isfinite(report[k]) else None)  # JSON (and JSONB) have no NaN
+                        for k in ("n_interpolated", "mean_abs_pct_error", "median_abs_pct_error", "max_abs_pct_error")
+                    },
+                )
             interpolate = interpolate_from(predictor.table)
             return {key: interpolate(key) for key in keys}
 
@@ -229,6 +254,9 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
             supernets=SupernetStore(artifact_root() / "supernets", sessions),
         )
         with session_scope(sessions) as session:
+            if not SearchRepository(session).heartbeat(public_id, worker_id):  # same transaction as the inserts
+                lost.set()
+                raise SearchCancelled("claim lost before the architectures were stored")
             architectures = ArchitectureRepository(session)
             ids = {}
             for record in (outcome.winner, outcome.baseline):
@@ -309,13 +337,18 @@ def _predictor_covering(sessions: sessionmaker[Session], request: SearchRequest,
 def run_worker(sessions: sessionmaker[Session], worker_id: str | None = None, *, once: bool = False,
                poll_s: float = 1.0, stale_after_s: float = STALE_AFTER_S, heartbeat_s: float = HEARTBEAT_S,
                stop: threading.Event | None = None) -> int:  # fmt: skip
-    """Claim and run searches until `stop` is set (or, with `once`, until the queue is empty)."""
+    """Claim and run searches until `stop` is set (or, with `once`, until the queue is empty).
+
+    Only searches this machine can serve are claimed: on a phone (measured through jobs) or on a device
+    whose machine id is this machine's, so a device profiled by one worker is measured by that machine.
+    """
     worker_id = worker_id or new_worker_id()
+    machine = machine_id()
     stop = stop or threading.Event()
     ran = 0
     while not stop.is_set():
         with session_scope(sessions) as session:
-            claimed = SearchRepository(session).claim_next(worker_id, stale_after_s)
+            claimed = SearchRepository(session).claim_next(worker_id, stale_after_s, machine_id=machine)
             public_id = claimed.public_id if claimed is not None else None
         if public_id is None:
             if once:

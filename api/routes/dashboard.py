@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
@@ -78,22 +79,34 @@ def _page(page: str, title: str, arg: str = "") -> HTMLResponse:
     return HTMLResponse(body, headers=PAGE_HEADERS)
 
 
-@router.get("/")
+# Documented like the API's routes, though kept out of /openapi.json (pages and files, not the API).
+PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/html": {"schema": {"type": "string"}}}}}
+STATIC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            media_type: {"schema": {"type": "string", "format": "binary"}}
+            for media_type in sorted(set(CONTENT_TYPES.values()))
+        }
+    }
+}
+
+
+@router.get("/", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 def searches_page() -> HTMLResponse:
     return _page("searches", "Searches")
 
 
-@router.get("/searches/{search_id}")
+@router.get("/searches/{search_id}", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 def search_page(search_id: str) -> HTMLResponse:
     return _page("search", f"Search {search_id[:12]}", search_id)
 
 
-@router.get("/devices/{name}")
+@router.get("/devices/{name}", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 def device_page(name: str) -> HTMLResponse:
     return _page("device", f"Device {name}", name)
 
 
-@router.get("/static/{path:path}")
+@router.get("/static/{path:path}", response_class=FileResponse, responses=STATIC_RESPONSES)
 def static_file(path: str) -> FileResponse:
     """A file of `api/static/`; anything else (`..`, sub-folders, dotfiles, unknown suffixes) is 404."""
     missing = Problem(404, f"no static file {path!r}", field="path")

@@ -237,7 +237,15 @@ def install(app: FastAPI) -> ServiceMetrics:
     "/metrics",
     summary="Prometheus metrics (no API key needed)",
     response_class=PlainTextResponse,
-    responses={200: {"description": "Prometheus text exposition (OpenMetrics when the Accept header asks)"}},
+    responses={
+        200: {
+            "description": "Prometheus text exposition (OpenMetrics when the Accept header asks)",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 def metrics_endpoint(request: Request) -> Response:
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))

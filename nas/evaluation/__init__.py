@@ -1,7 +1,6 @@
-"""Measuring candidates: short seeded training runs, zero-cost proxies, and one `Evaluator` interface over both."""
+"""Measuring candidates: short seeded training runs and zero-cost proxies."""
 
 from nas.evaluation.data import ArrayData, TrainingData, check_spec_matches, check_training_data, spec_for_data
-from nas.evaluation.evaluator import EvaluationResult, Evaluator, ProxyEvaluator, TrainingEvaluator
 from nas.evaluation.proxy import PROXY_METHODS, ProxyMethod, naswot_score, proxy_score, synflow_score
 from nas.evaluation.training import (
     EpochCallback,
@@ -16,12 +15,8 @@ __all__ = [
     "PROXY_METHODS",
     "ArrayData",
     "EpochCallback",
-    "EvaluationResult",
-    "Evaluator",
-    "ProxyEvaluator",
     "ProxyMethod",
     "TrainingData",
-    "TrainingEvaluator",
     "TrainingRecipe",
     "TrainingResult",
     "check_spec_matches",

@@ -14,20 +14,12 @@ from nas.netadapt.groups import (
     field_widths,
     prunable_groups,
 )
-from nas.netadapt.pricing import (
-    InterpolationError,
-    LutLatency,
-    interpolate_from,
-    lut_latency_fn,
-    on_missing_for,
-    profile_on_demand,
-)
+from nas.netadapt.pricing import InterpolationError, interpolate_from
 from nas.netadapt.pruning import filter_l1_norms, kept_channels, prune_model, select_channels
 
 __all__ = [
     "ChannelGroup",
     "InterpolationError",
-    "LutLatency",
     "NetAdaptProposal",
     "NetAdaptResult",
     "NetAdaptStep",
@@ -38,10 +30,7 @@ __all__ = [
     "filter_l1_norms",
     "interpolate_from",
     "kept_channels",
-    "lut_latency_fn",
     "netadapt",
-    "on_missing_for",
-    "profile_on_demand",
     "prunable_groups",
     "prune_model",
     "select_channels",

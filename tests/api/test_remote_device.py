@@ -161,8 +161,9 @@ def test_kit_with_calibration_networks_run_by_the_runner_then_accuracy(
 
 def _file_jobs(live_server, tiny_space) -> tuple[str, str, str]:
     """Two jobs of device "phone" and one of device "other"."""
-    add_device_directly(live_server.sessions, "phone", threads=1, local=False)
-    add_device_directly(live_server.sessions, "other", threads=1, local=False)
+    alice = live_server.tokens["alice"].split("_")[1]  # the devices are Alice's: she answers their jobs
+    add_device_directly(live_server.sessions, "phone", threads=1, local=False, owner=alice)
+    add_device_directly(live_server.sessions, "other", threads=1, local=False, owner=alice)
     calibration, held_out = calibration_networks(tiny_space)
     return (
         request_measurement(live_server.sessions, "phone", None, calibration[0], "winner"),

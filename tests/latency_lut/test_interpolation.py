@@ -12,11 +12,18 @@ from latency_lut.interpolation import (
     INTERPOLATED_SOURCE,
     LatencyInterpolator,
     channel_point,
-    interpolate_latency_ms,
     interpolation_error_report,
 )
 from latency_lut.profiler import measure_key
 from latency_lut.table import LatencyTable, LutEntry
+
+
+def interpolate_latency_ms(table: LatencyTable, key: str) -> float | None:
+    """A measured key's own latency, else the interpolation (as the runner fills a missing key)."""
+    measured = table.entries.get(key)
+    if measured is not None and measured.source != INTERPOLATED_SOURCE:
+        return measured.median_ms
+    return LatencyInterpolator(table).interpolate_ms(key)
 
 
 def _table(values: dict[str, float], source: str = "profiler") -> LatencyTable:

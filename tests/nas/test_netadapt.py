@@ -11,6 +11,7 @@ from torch import nn
 from latency_lut.device import Device, this_machine
 from latency_lut.interpolation import INTERPOLATED_SOURCE
 from latency_lut.predictor import LatencyPredictor
+from latency_lut.profiler import measure_key
 from latency_lut.table import LatencyTable, LutEntry
 from nas.netadapt import (
     InterpolationError,
@@ -21,14 +22,12 @@ from nas.netadapt import (
     field_widths,
     interpolate_from,
     kept_channels,
-    lut_latency_fn,
     netadapt,
-    on_missing_for,
-    profile_on_demand,
     prunable_groups,
     prune_model,
     select_channels,
 )
+from nas.search.runner import _latency_function
 from search_spaces.arch_spec import ArchSpec, BlockSpec, HeadSpec, LayerKey, StemSpec
 from search_spaces.builder import build_model
 from search_spaces.counting import count_spec, layer_counts
@@ -285,13 +284,19 @@ def test_netadapt_profiles_missing_keys_on_demand(fast_policy) -> None:
     spec = small_spec(resolution=32)
     model = trained_like(spec)
     table = LatencyTable(this_machine("netadapt-test", threads=1))
-    latency = lut_latency_fn(LatencyPredictor(table), profile_on_demand(1, fast_policy))
+    asked: list[str] = []
+
+    def measure(keys: list[str]) -> dict[str, float]:  # the worker's on-demand profiling, one key at a time
+        asked.extend(keys)
+        return {key: measure_key(key, 1, fast_policy).median_ms for key in keys}
+
+    latency = _latency_function(LatencyPredictor(table), measure)
     start = latency(spec)
-    assert set(latency.filled) == set(spec.block_keys())
+    assert set(asked) == set(spec.block_keys())
     result = netadapt(spec, model, latency, 0.9 * start, _output_fidelity(spec, model), initial_reduction=0.08)
     assert result.met_budget and result.latency_ms <= 0.9 * start
     assert set(result.spec.block_keys()) <= set(table.entries)
-    assert all(entry.source == "profiler" and entry.runs >= 3 for entry in latency.filled.values())
+    assert all(table.entries[key].source == "profiler" for key in asked)
     for proposal in result.history:
         assert all(width % 8 == 0 for width in field_widths(proposal.spec).values())
         assert proposal.latency_ms == pytest.approx(LatencyPredictor(table).predict_ms(proposal.spec))
@@ -306,16 +311,15 @@ def test_a_remote_device_prices_narrower_keys_by_interpolation() -> None:
         for key in spec.block_keys()
     }
     table = LatencyTable(device, measured)
-    latency = lut_latency_fn(LatencyPredictor(table), interpolate_from(table))
+    interpolate = interpolate_from(table)
+    latency = _latency_function(LatencyPredictor(table), lambda keys: {key: interpolate(key) for key in keys})
     group = next(g for g in channel_groups(spec) if g.name == "blocks.2.mid")
     narrowed = apply_widths(spec, group, 48)
     assert latency(narrowed) < latency(spec)
-    (key,) = latency.filled
+    (key,) = set(table.entries) - set(measured)
     assert key.startswith("ir_k3_s1_e48_c32_se_hs") and table.entries[key].source == INTERPOLATED_SOURCE
     assert table.latency_ms(key) == pytest.approx(measured["ir_k3_s1_e96_c32_se_hs@4x4x32"].median_ms / 2)
-    # A device that is not this machine is never profiled here: its misses are interpolated.
-    fill = on_missing_for(device, table)
-    assert fill("ir_k3_s1_e40_c32_se_hs@4x4x32").source == INTERPOLATED_SOURCE
+    assert interpolate("ir_k3_s1_e40_c32_se_hs@4x4x32").source == INTERPOLATED_SOURCE
     empty = LatencyTable(device)
     with pytest.raises(InterpolationError, match="profiling kit"):
-        lut_latency_fn(LatencyPredictor(empty), interpolate_from(empty))(spec)
+        interpolate_from(empty)(spec.block_keys()[0])

@@ -340,3 +340,27 @@ def test_on_a_remote_device_the_baseline_width_is_chosen_by_prediction_then_meas
     baseline_hash = outcome.baseline.spec.content_hash()
     assert [spec.content_hash() for spec in asked].count(baseline_hash) == 1
     assert outcome.winner.measured_ms == 1e-3 and asked[0].content_hash() == outcome.winner.spec.content_hash()
+
+
+def test_a_cancel_during_final_training_ends_the_search_there(tmp_path, tiny16_lut) -> None:
+    """Cancel is honoured in every phase: here between two epochs of the winner's final training."""
+    import inspect
+
+    from latency_lut.device import Device
+    from latency_lut.predictor import LatencyPredictor
+    from latency_lut.table import LatencyTable
+    from nas.search.runner import MemoryRecorder, SearchCancelled, run_search
+
+    class CancelInFinalTraining(MemoryRecorder):
+        def should_stop(self) -> bool:  # asked to stop once the search phase is over and a training runs
+            searched = any(kind == "search_done" for kind, _, _ in self.events)
+            return searched and any(frame.function == "_run_epochs" for frame in inspect.stack())
+
+    recorder = CancelInFinalTraining()
+    predictor = LatencyPredictor(LatencyTable(Device(name="local"), tiny16_lut))
+    request = _request(netadapt=False, baseline=False, budget_ms=50.0)
+    with pytest.raises(SearchCancelled, match="training epoch 1"):
+        run_search(request, predictor, recorder, tmp_path / "artifacts", measure_locally=False)
+    kinds = [kind for kind, _, _ in recorder.events]
+    assert "search_done" in kinds and "winner" not in kinds and "done" not in kinds
+    assert not (tmp_path / "artifacts" / "winner").exists()

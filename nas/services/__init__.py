@@ -1,0 +1,1 @@
+"""The service floor: one module per journey, owning sessions and speaking in typed records."""

@@ -1,0 +1,37 @@
+"""Value rules the service records share: printable text, a small measurement environment, and
+numbers that JSON can hold."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+from latency_lut.kit import environment_problems
+
+
+def printable(value: str, what: str) -> str:
+    """Refuse control characters (PostgreSQL cannot even store NUL in text or JSON)."""
+    if not value.isprintable():
+        raise ValueError(f"{what} must be printable text, got {value!r}")
+    return value
+
+
+def checked_environment(value: dict[str, str]) -> dict[str, str]:
+    """A measurement environment as stored: a small flat map of short printable strings."""
+    problems = environment_problems(value, "environment")
+    if problems:
+        raise ValueError(problems[0])
+    return value
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN or infinity: such a number (e.g. an undefined Spearman rho) becomes None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+FiniteFloat = Annotated[float | None, BeforeValidator(finite_or_none)]
+"""A float of a report; null where it is undefined (NaN) or infinite."""
