@@ -235,10 +235,21 @@ class _Run:
         if self.recorder.should_stop():
             raise SearchCancelled(f"stopped {where}")
 
-    def evaluate(self, spec: ArchSpec, on_epoch: Callable[[int, float, float], bool | None]) -> Any:
-        """A search trial: train at the proxy resolution (latency is priced at the deployment one)."""
-        recipe = training_recipe(self.request, self.request.preset.epochs)
-        return train_and_evaluate(spec.with_resolution(self.split.resolution), self.split, recipe, on_epoch=on_epoch)
+    @property
+    def evaluate(self) -> Callable[[ArchSpec, Callable[[int, float, float], bool | None]], Any]:
+        return _trial_evaluator(self.split, training_recipe(self.request, self.request.preset.epochs))
+
+
+def _trial_evaluator(
+    split: DatasetSplit, recipe: TrainingRecipe
+) -> Callable[[ArchSpec, Callable[[int, float, float], bool | None]], Any]:
+    """A search trial: train at the proxy resolution (latency is priced at the deployment one). A closure
+    over the data and the recipe only: Ray ships it to the trials' processes."""
+
+    def evaluate(spec: ArchSpec, on_epoch: Callable[[int, float, float], bool | None]) -> Any:
+        return train_and_evaluate(spec.with_resolution(split.resolution), split, recipe, on_epoch=on_epoch)
+
+    return evaluate
 
 
 def run_search(
