@@ -7,7 +7,7 @@ PG_URL ?= postgresql+psycopg://postgres:hwnas@127.0.0.1:5432/hwnas_test
 # Browser tests drive the system's Chromium (Debian's package); Playwright never downloads one.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: install install-dev demo test lint postgres chromium clean
+.PHONY: install install-dev demo test lint postgres chromium clean deploy-check
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install-dev
 
 test: install-dev postgres chromium lint
 	HWNAS_TEST_POSTGRES_URL=$${HWNAS_TEST_POSTGRES_URL:-$(PG_URL)} $(VENV)/bin/pytest -q
+
+# docker-compose.yml's topology as local processes (PostgreSQL, Ray head + node, API, two workers); no Docker.
+deploy-check: install-dev postgres
+	HWNAS_TEST_POSTGRES_URL=$${HWNAS_TEST_POSTGRES_URL:-$(PG_URL)} $(VENV)/bin/pytest -q tests/deploy
 
 clean:
 	rm -rf $(VENV) .hwnas

@@ -231,16 +231,15 @@ def serve(
     worker: Annotated[bool, typer.Option(help="run one search worker in this process")] = True,
 ) -> None:
     """Run the HTTP API (and one embedded worker) on HWNAS_DATABASE_URL, HWNAS_ARTIFACT_DIR, ..."""
-    import os
 
     import uvicorn
 
     from api.app import create_app
     from api.logs import configure_logging
     from api.settings import Settings
+    from nas.settings import set_embedded_worker_default
 
-    if "HWNAS_EMBEDDED_WORKER" not in os.environ:
-        os.environ["HWNAS_EMBEDDED_WORKER"] = "1" if worker else "0"
+    set_embedded_worker_default(worker)
     settings = Settings()
     configure_logging(settings.log_format)
     app_ = create_app(settings)
@@ -261,13 +260,14 @@ def worker_command(
     ] = 60.0,
 ) -> None:
     """Claim and run queued searches (HWNAS_DATABASE_URL, HWNAS_RAY_ADDRESS, HWNAS_ARTIFACT_DIR)."""
-    import logging
-
+    from api.logs import configure_logging
+    from nas.settings import Settings, machine_id
     from nas.worker import new_worker_id, run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(Settings().log_format)  # HWNAS_LOG_FORMAT, like `hwnas serve`
     worker_id = new_worker_id()
-    console.print(f"worker {worker_id} polling for searches")
+    # The machine id decides which searches it claims: phones', and those on devices registered on this machine.
+    console.print(f"worker {worker_id} (machine {machine_id()}) polling for searches")
     ran = run_worker(sessions(), worker_id, once=once, poll_s=poll_s, stale_after_s=stale_after_s)
     console.print(f"worker {worker_id} ran {ran} search(es)")
 

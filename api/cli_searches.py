@@ -2,7 +2,8 @@
 
 They talk to the service at HWNAS_SERVER (default http://127.0.0.1:8000) with the key in
 HWNAS_API_KEY, and print the server's own message on any error. `hwnas search run` is the exception:
-it runs a search in this process on the database directly (HWNAS_DATABASE_URL), no server needed.
+it runs a search in this process on the database directly (HWNAS_DATABASE_URL), no server needed,
+through the same services the API calls (`nas.services.searches`), as the operator.
 """
 
 from __future__ import annotations
@@ -411,24 +412,19 @@ def search_pareto(search_id: str, as_json: AsJson = False) -> None:
 # --- running a search here, on the database directly -----------------------------------------------
 
 
-def _search_summary(public_id: str) -> dict[str, Any]:
-    from api.routes.searches import search_status
-    from nas.store import ArchitectureRepository, EventRepository, SearchRepository, session_scope
+def _search_summary(factory: Any, public_id: str) -> dict[str, Any]:
+    """The search as the API shows it, its last events as lines, and (the operator runs this on the
+    server) where the winner's and the baseline's files were written."""
+    from nas.services import architectures, searches
 
-    with session_scope(sessions()) as session:
-        row = SearchRepository(session).require(public_id)
-        events = EventRepository(session).after(row.id, 0, 10_000)
-        architectures = ArchitectureRepository(session).for_search(row.id)
-        return {
-            **search_status(row),
-            "result": row.result,
-            "architectures": [
-                {"id": a.public_id, "role": a.role, "accuracy": a.accuracy, "predicted_ms": a.predicted_ms,
-                 "measured_ms": a.measured_ms, "artifact_dir": a.artifact_dir}
-                for a in architectures
-            ],
-            "events": [f"{e.created_at:%H:%M:%S} {e.kind}: {e.message}" for e in events[-15:]],
-        }  # fmt: skip
+    summary = searches.get(factory, public_id, None).model_dump(mode="json")
+    events = searches.events(factory, public_id, None, limit=10_000)
+    summary["events"] = [f"{e.created_at:%H:%M:%S} {e.kind}: {e.message}" for e in events[-15:]]
+    result = summary.get("result") or {}
+    for role, directory in architectures.artifact_dirs(factory, public_id).items():
+        if isinstance(result.get(role), dict):
+            result[role]["artifact_dir"] = str(directory)
+    return summary
 
 
 def _run_here_with_progress(factory: Any, public_id: str) -> dict[str, Any]:
@@ -442,7 +438,7 @@ def _run_here_with_progress(factory: Any, public_id: str) -> dict[str, Any]:
 
     def follow(update: Callable[[int, int, str], None]) -> None:
         while not done.wait(1.0):
-            summary = _search_summary(public_id)
+            summary = _search_summary(factory, public_id)
             last = summary["events"][-1].split(" ", 1)[1] if summary["events"] else summary["phase"]
             update(int(summary["progress"] * 100), 100, last)
 
@@ -455,7 +451,7 @@ def _run_here_with_progress(factory: Any, public_id: str) -> dict[str, Any]:
             done.set()
             watcher.join()
         update(100, 100, "finished")
-    return _search_summary(public_id)
+    return _search_summary(factory, public_id)
 
 
 @search_app.command("run")
@@ -474,14 +470,14 @@ def search_run(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Run a search in this process on the database directly (HWNAS_DATABASE_URL), with a progress bar."""
-    from nas.submission import submit_search
+    from nas.services import searches
 
     request = _request_from_options(
         device=device, budget_ms=budget_ms, dataset=dataset, space=space, strategy=strategy, effort=effort,
         resolution=resolution, train_resolution=train_resolution, seed=seed,
     )  # fmt: skip
     factory = sessions()
-    public_id = submit_search(factory, request)
+    public_id = searches.submit(factory, request, None).id
     console.print(f"search {public_id} queued; running it in this process")
     summary = _run_here_with_progress(factory, public_id)
     if summary["status"] != "succeeded":

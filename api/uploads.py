@@ -5,7 +5,8 @@ client could make the server store gigabytes it will refuse anyway. `receive_upl
 body as it arrives instead: the one file part goes straight to a temporary file under the target
 directory (hashed on the way), and the request is refused with 413 as soon as more than the limit
 has arrived, or before anything is read when `Content-Length` already says it is too large.
-Whatever happens, a refused upload leaves no file behind.
+Everything else a client sends is bounded too: the number of parts, each text field, and (by
+python-multipart itself) each part's headers. Whatever happens, a refused upload leaves no file behind.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ def safe_filename(name: str, default: str = "upload") -> str:
     return cleaned or default
 
 
-def too_large(limit: int) -> Problem:
-    return Problem(
-        413,
-        f"the upload is larger than the limit of {limit} bytes ({limit / 2**20:.4g} MiB; HWNAS_MAX_UPLOAD_MB)",
-        field="file",
-        max_bytes=limit,
-    )
+def too_large(limit: int, why: str | None = None) -> Problem:
+    """413 naming `file`; `why` says what passed the limit when it is not the body itself (the
+    uncompressed contents, the decoded pixels)."""
+    if why:
+        detail = f"{why} (HWNAS_MAX_UPLOAD_MB: {limit / 2**20:.4g} MiB)"
+    else:
+        detail = f"the upload is larger than the limit of {limit} bytes ({limit / 2**20:.4g} MiB; HWNAS_MAX_UPLOAD_MB)"
+    return Problem(413, detail, field="file", max_bytes=limit)
 
 
 class _Receiver:

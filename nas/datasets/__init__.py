@@ -10,6 +10,7 @@ from nas.datasets.dataset import (
     DEFAULT_MAX_IMAGES,
     MIN_RESOLUTION,
     DatasetError,
+    DatasetTooLargeError,
     ImageDataset,
     validate_dataset,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "MIN_RESOLUTION",
     "DatasetError",
     "DatasetSplit",
+    "DatasetTooLargeError",
     "ImageDataset",
     "digits_dataset",
     "load_dataset",

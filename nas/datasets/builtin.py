@@ -24,6 +24,7 @@ from nas.datasets.dataset import (
     DEFAULT_MAX_IMAGES,
     MIN_RESOLUTION,
     DatasetError,
+    DatasetTooLargeError,
     ImageDataset,
     validate_dataset,
 )
@@ -85,6 +86,7 @@ def synthetic_dataset(
     channels: int = 3,
     seed: int = 0,
     noise: float = 0.35,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> ImageDataset:
     """Seeded class-conditional images: each class a mix of coloured, oriented low-frequency gratings.
 
@@ -105,7 +107,7 @@ def synthetic_dataset(
     if channels not in (1, 3):
         raise DatasetError(f"synthetic: channels must be 1 or 3, got {channels}")
     _check_resolution("synthetic", resolution)
-    _check_size("synthetic", num_classes * per_class, channels, resolution)
+    _check_size("synthetic", num_classes * per_class, channels, resolution, max_bytes)
     if noise < 0:
         raise DatasetError(f"synthetic: noise must be non-negative, got {noise}")
 
@@ -132,7 +134,7 @@ def synthetic_dataset(
         images = 127.5 + 110.0 * images  # about +-1 of pattern -> 0..255
         pixels[part] = np.clip(np.rint(images, out=images), 0, 255, out=images).astype(np.uint8)
     class_names = tuple(f"class_{k}" for k in range(num_classes))
-    return validate_dataset(ImageDataset("synthetic", pixels, labels, class_names))
+    return validate_dataset(ImageDataset("synthetic", pixels, labels, class_names), max_bytes=max_bytes)
 
 
 def _render(freq: np.ndarray, phase: np.ndarray, weight: np.ndarray, coords: np.ndarray) -> np.ndarray:
@@ -188,7 +190,7 @@ def _image_gratings(
     )
 
 
-def digits_dataset(resolution: int = 32, channels: int = 1) -> ImageDataset:
+def digits_dataset(resolution: int = 32, channels: int = 1, max_bytes: int = DEFAULT_MAX_BYTES) -> ImageDataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits, bilinearly upsampled to `resolution`.
 
     Read from the copy scikit-learn installs, so it needs no network. `channels=3` repeats the grey
@@ -197,7 +199,7 @@ def digits_dataset(resolution: int = 32, channels: int = 1) -> ImageDataset:
     if channels not in (1, 3):
         raise DatasetError(f"digits: channels must be 1 or 3, got {channels}")
     _check_resolution("digits", resolution)
-    _check_size("digits", _DIGITS_IMAGES, channels, resolution)
+    _check_size("digits", _DIGITS_IMAGES, channels, resolution, max_bytes)
     from sklearn.datasets import load_digits  # heavy import, paid only by those who use digits
 
     bunch = load_digits()
@@ -208,7 +210,7 @@ def digits_dataset(resolution: int = 32, channels: int = 1) -> ImageDataset:
         pixels = np.repeat(pixels, 3, axis=1)
     labels = np.asarray(bunch.target, dtype=np.int64)
     class_names = tuple(str(name) for name in bunch.target_names)
-    return validate_dataset(ImageDataset("digits", pixels, labels, class_names))
+    return validate_dataset(ImageDataset("digits", pixels, labels, class_names), max_bytes=max_bytes)
 
 
 def photos_dataset(
@@ -216,6 +218,7 @@ def photos_dataset(
     resolution: int = 32,
     channels: int = 3,
     seed: int = 0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> ImageDataset:
     """Crops of 18 real photographs that ship with scikit-image; the class is the photograph.
 
@@ -242,7 +245,7 @@ def photos_dataset(
     if channels not in (1, 3):
         raise DatasetError(f"photos: channels must be 1 or 3, got {channels}")
     _check_resolution("photos", resolution)
-    _check_size("photos", len(_PHOTOS) * per_class, channels, resolution)
+    _check_size("photos", len(_PHOTOS) * per_class, channels, resolution, max_bytes)
 
     pixels = np.empty((len(_PHOTOS), per_class, channels, resolution, resolution), dtype=np.uint8)
     streams = np.random.SeedSequence(seed).spawn(len(_PHOTOS))
@@ -262,7 +265,7 @@ def photos_dataset(
     images = pixels.transpose(1, 0, 2, 3, 4).reshape(-1, channels, resolution, resolution)
     labels = np.tile(np.arange(len(_PHOTOS), dtype=np.int64), per_class)
     class_names = tuple(name for name, _ in _PHOTOS)
-    return validate_dataset(ImageDataset("photos", images, labels, class_names))
+    return validate_dataset(ImageDataset("photos", images, labels, class_names), max_bytes=max_bytes)
 
 
 def _photo(file: str) -> tuple[np.ndarray, np.ndarray]:
@@ -341,11 +344,11 @@ def _check_resolution(name: str, resolution: int) -> None:
         raise DatasetError(f"{name}: resolution must be at least {MIN_RESOLUTION}, got {resolution}")
 
 
-def _check_size(name: str, images: int, channels: int, resolution: int) -> None:
+def _check_size(name: str, images: int, channels: int, resolution: int, max_bytes: int) -> None:
     """The limits uploads have, checked before anything is allocated (specs arrive from API clients)."""
     if images > DEFAULT_MAX_IMAGES:
         raise DatasetError(f"{name}: {images} images, more than the limit of {DEFAULT_MAX_IMAGES}")
     pixels = images * channels * resolution * resolution
-    if pixels > DEFAULT_MAX_BYTES:
-        raise DatasetError(f"{name}: {images} images at {resolution}x{resolution}x{channels} take {pixels} bytes, "
-                           f"more than the limit of {DEFAULT_MAX_BYTES}")  # fmt: skip
+    if pixels > max_bytes:
+        raise DatasetTooLargeError(f"{name}: {images} images at {resolution}x{resolution}x{channels} take {pixels} "
+                                   f"bytes, more than the limit of {max_bytes}", limit=max_bytes)  # fmt: skip

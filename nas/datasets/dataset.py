@@ -36,6 +36,19 @@ class DatasetError(ValueError):
         self.field = field
 
 
+class DatasetTooLargeError(DatasetError):
+    """Over a byte limit: the file, its uncompressed contents, or the pixels it would decode to.
+
+    Raised before the memory is allocated (sizes come from file headers, zip entries, array shapes or
+    a built-in dataset's options), so a small upload cannot make the server allocate a large array.
+    The API answers 413 for an upload and 422 for a built-in dataset's options in a search request.
+    """
+
+    def __init__(self, message: str, *, limit: int, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class ImageDataset:
     """Labelled square images, as loaded: uint8 NCHW pixels, int64 labels in [0, num_classes).
@@ -140,8 +153,9 @@ def validate_dataset(
     if len(dataset) > max_images:
         raise DatasetError(f"{name}: {len(dataset)} images, more than the limit of {max_images}")
     if dataset.images.nbytes > max_bytes:
-        raise DatasetError(
-            f"{name}: the decoded pixels take {dataset.images.nbytes} bytes, more than the limit of {max_bytes}"
+        raise DatasetTooLargeError(
+            f"{name}: the decoded pixels take {dataset.images.nbytes} bytes, more than the limit of {max_bytes}",
+            limit=max_bytes,
         )
     check_class_names(name, dataset.class_names)
     check_class_counts(name, dataset.class_counts())

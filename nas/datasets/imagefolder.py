@@ -26,11 +26,13 @@ from nas.datasets.dataset import (
     DEFAULT_MAX_IMAGES,
     MIN_RESOLUTION,
     DatasetError,
+    DatasetTooLargeError,
     ImageDataset,
     check_class_counts,
     check_class_names,
     validate_dataset,
 )
+from nas.datasets.zip_entries import check_zip_entries, max_entries_for
 
 # Formats Pillow may try: common photo and dataset formats only, which narrows the decoders an
 # untrusted upload can reach.
@@ -84,7 +86,10 @@ def load_imagefolder_zip(
     except OSError as exc:
         raise DatasetError(f"{where}: cannot read the file ({exc.strerror or exc})") from exc
     if size > max_bytes:
-        raise DatasetError(f"{where}: the archive is {size} bytes, more than the limit of {max_bytes}")
+        raise DatasetTooLargeError(
+            f"{where}: the archive is {size} bytes, more than the limit of {max_bytes}", limit=max_bytes
+        )
+    check_zip_entries(path, max_entries_for(max_images), where)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -98,8 +103,9 @@ def load_imagefolder_zip(
             raise DatasetError(f"{where}: {len(members)} images, more than the limit of {max_images}")
         uncompressed = sum(member.info.file_size for member in members)
         if uncompressed > max_bytes:
-            raise DatasetError(
-                f"{where}: the images take {uncompressed} bytes uncompressed, more than the limit of {max_bytes}"
+            raise DatasetTooLargeError(
+                f"{where}: the images take {uncompressed} bytes uncompressed, more than the limit of {max_bytes}",
+                limit=max_bytes,
             )
         headers = [_read_header(archive, member, where) for member in members]
         grayscale = all(header.grayscale for header in headers)
@@ -107,9 +113,10 @@ def load_imagefolder_zip(
         side = resolution if resolution is not None else _automatic_side(headers)
         decoded_bytes = len(members) * side * side * channels
         if decoded_bytes > max_bytes:
-            raise DatasetError(
+            raise DatasetTooLargeError(
                 f"{where}: {len(members)} images at {side}x{side}x{channels} take {decoded_bytes} bytes, "
-                f"more than the limit of {max_bytes}; use a smaller resolution"
+                f"more than the limit of {max_bytes}; use a smaller resolution",
+                limit=max_bytes,
             )
         images = np.empty((len(members), channels, side, side), dtype=np.uint8)
         for index, member in enumerate(members):

@@ -7,6 +7,7 @@ Arrays are read with `allow_pickle=False`, so an upload can never execute code.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from os import PathLike
 from pathlib import Path
@@ -19,10 +20,12 @@ from nas.datasets.dataset import (
     DEFAULT_MAX_IMAGES,
     MIN_RESOLUTION,
     DatasetError,
+    DatasetTooLargeError,
     ImageDataset,
     validate_dataset,
 )
 from nas.datasets.resize import resize_uint8
+from nas.datasets.zip_entries import check_zip_entries, max_entries_for
 
 REQUIRED_KEYS = ("x", "y")
 OPTIONAL_KEYS = ("class_names",)
@@ -46,7 +49,7 @@ def load_npz(
     where = path.name
     if resolution is not None and resolution < MIN_RESOLUTION:
         raise DatasetError(f"{where}: resolution must be at least {MIN_RESOLUTION}, got {resolution}")
-    _check_archive(path, max_bytes)
+    _check_archive(path, max_bytes, max_images)
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -73,25 +76,64 @@ def load_npz(
     )
 
 
-def _check_archive(path: Path, max_bytes: int) -> None:
-    """Refuse missing, oversized, non-zip and zip-bomb files before numpy reads a byte of them."""
+def _check_archive(path: Path, max_bytes: int, max_images: int) -> None:
+    """Refuse missing, oversized, non-zip and zip-bomb files before numpy reads a byte of them.
+
+    Two sizes are checked: what the zip entries say they hold uncompressed, and what the arrays' own
+    `.npy` headers say they hold. numpy allocates an array from its header's shape before reading
+    its data, so a small member whose header declares a huge shape would otherwise allocate it.
+    """
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise DatasetError(f"{path.name}: cannot read the file ({exc.strerror or exc})") from exc
     if size > max_bytes:
-        raise DatasetError(f"{path.name}: the file is {size} bytes, more than the limit of {max_bytes}")
+        raise DatasetTooLargeError(
+            f"{path.name}: the file is {size} bytes, more than the limit of {max_bytes}", limit=max_bytes
+        )
     if not zipfile.is_zipfile(path):
         raise DatasetError(f"{path.name}: not an .npz archive (expected a file written by numpy.savez)")
+    check_zip_entries(path, max_entries_for(max_images), path.name)
     try:
         with zipfile.ZipFile(path) as archive:
-            uncompressed = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
+            infos = archive.infolist()
+            uncompressed = sum(info.file_size for info in infos)
+            if uncompressed > max_bytes:
+                raise DatasetTooLargeError(
+                    f"{path.name}: the arrays take {uncompressed} bytes uncompressed, more than the limit of "
+                    f"{max_bytes}",
+                    limit=max_bytes,
+                )
+            declared = sum(_declared_bytes(archive, info, path.name) for info in infos)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise DatasetError(f"{path.name}: corrupt .npz archive ({exc})") from exc
-    if uncompressed > max_bytes:
-        raise DatasetError(
-            f"{path.name}: the arrays take {uncompressed} bytes uncompressed, more than the limit of {max_bytes}"
+    if declared > max_bytes:
+        raise DatasetTooLargeError(
+            f"{path.name}: the arrays' headers declare {declared} bytes, more than the limit of {max_bytes}",
+            limit=max_bytes,
         )
+
+
+def _declared_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> int:
+    """Bytes the member's `.npy` header says its array holds; 0 for a member that is no `.npy` array
+    (numpy hands those out as bytes, bounded by the uncompressed size already checked). Whatever the
+    member's name: numpy reads any member that starts like an `.npy` file as an array."""
+    key = info.filename.removesuffix(".npy")
+    try:
+        with archive.open(info) as stream:
+            magic = stream.read(len(np.lib.format.MAGIC_PREFIX) + 2)
+            if not magic.startswith(np.lib.format.MAGIC_PREFIX):
+                return 0
+            version = (magic[-2], magic[-1])
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:
+                raise ValueError(f"format version {version} is not one numpy.savez writes")
+    except Exception as exc:  # a damaged member or header: zipfile, numpy's parser (ValueError, SyntaxError, ...)
+        raise DatasetError(f"{where}: array {key!r} cannot be read: {exc}") from exc
+    return math.prod(int(n) for n in shape) * dtype.itemsize
 
 
 def _read_array(npz: np.lib.npyio.NpzFile, key: str, where: str) -> np.ndarray:

@@ -51,7 +51,9 @@ def load_dataset(
     """Resolve a dataset spec to a validated `ImageDataset`.
 
     `resolution` is the size to load at when the spec does not say; a spec that names a different
-    one is an error rather than a silent choice between the two. Limits apply to uploaded files.
+    one is an error rather than a silent choice between the two. `max_bytes` bounds an uploaded file,
+    its uncompressed contents and every dataset's decoded pixels (`DatasetTooLargeError`, raised
+    before the pixels are allocated); `max_images` bounds uploaded files.
     """
     spec = spec.strip()
     suffix = spec.lower().rsplit(".", 1)[-1] if "." in spec else ""
@@ -72,7 +74,8 @@ def load_dataset(
                 f"dataset {spec!r} asks for resolution {kwargs['resolution']} but {resolution} was requested"
             )
         kwargs["resolution"] = resolution
-    return builder(**kwargs)
+    # The byte limit holds for built-in datasets too: their options come from API clients.
+    return builder(**kwargs, max_bytes=max_bytes)
 
 
 def _parse_options(name: str, options: str, allowed: dict[str, tuple[str, Callable[[str], Any]]]) -> dict[str, Any]:

@@ -79,6 +79,9 @@ EFFORT_PRESETS: dict[str, EffortPreset] = {
 }
 
 
+MAX_WIDTHS = 16
+"""Width multipliers a request may list: every width multiplies the lookup-table keys a search needs."""
+
 DEFAULT_TRAIN_RESOLUTION = 32
 """Search trials train at this proxy size unless asked otherwise: on 2 cores a 32 px trial costs
 seconds, a 128 px one sixteen times more; the winner is then fine-tuned at the deployment size."""
@@ -90,7 +93,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: str = Field(min_length=1, max_length=100)
-    space: str = Field(default="mobilenet_v3_small")
+    space: str = Field(default="mobilenet_v3_small", max_length=100)
     dataset: str = Field(min_length=1, max_length=500, description="'digits', 'synthetic[:opts]', or a dataset path")
     budget_ms: float = Field(gt=0, description="latency budget on the device, milliseconds")
     strategy: StrategyName = "evolution"
@@ -116,7 +119,9 @@ class SearchRequest(BaseModel):
         description="share of every class held out as the test set: never used to select anything, it is what "
         "the winner and the baseline report as test_accuracy (validation, 20%, selects)",
     )
-    widths: tuple[float, ...] | None = Field(default=None, description="width multipliers (default: the space's)")
+    widths: tuple[float, ...] | None = Field(
+        default=None, max_length=MAX_WIDTHS, description="width multipliers (default: the space's)"
+    )
     reward: Literal["soft", "hard"] = "soft"
     netadapt: bool = True
     baseline: bool = True
