@@ -259,7 +259,13 @@ def worker_command(
         float, typer.Option(min=0.01, help="re-claim a running search whose heartbeat is older than this")
     ] = 60.0,
 ) -> None:
-    """Claim and run queued searches (HWNAS_DATABASE_URL, HWNAS_RAY_ADDRESS, HWNAS_ARTIFACT_DIR)."""
+    """Claim and run queued searches (HWNAS_DATABASE_URL, HWNAS_RAY_ADDRESS, HWNAS_ARTIFACT_DIR).
+
+    SIGTERM (`docker compose stop`) stops it after its current search; if it is killed before that, the
+    search is re-claimed by another worker once its heartbeat is older than --stale-after-s."""
+    import signal
+    import threading
+
     from api.logs import configure_logging
     from nas.settings import Settings, machine_id
     from nas.worker import new_worker_id, run_worker
@@ -268,7 +274,9 @@ def worker_command(
     worker_id = new_worker_id()
     # The machine id decides which searches it claims: phones', and those on devices registered on this machine.
     console.print(f"worker {worker_id} (machine {machine_id()}) polling for searches")
-    ran = run_worker(sessions(), worker_id, once=once, poll_s=poll_s, stale_after_s=stale_after_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    ran = run_worker(sessions(), worker_id, once=once, poll_s=poll_s, stale_after_s=stale_after_s, stop=stop)
     console.print(f"worker {worker_id} ran {ran} search(es)")
 
 

@@ -142,7 +142,7 @@ def bench_space():
     return tiny_space(SPACE_NAME, resolution=RESOLUTION, num_classes=CLASSES)
 
 
-def start_service(workdir: Path):
+def start_service(workdir: Path, worker_mode: str = "process"):
     """The app on SQLite under `workdir` with an embedded worker, a key, and device "local" with a full LUT."""
     import torch
 
@@ -163,6 +163,7 @@ def start_service(workdir: Path):
         database_url=f"sqlite:///{workdir / 'hwnas.db'}",
         artifact_dir=artifacts,
         embedded_worker=True,
+        worker_mode=worker_mode,  # "process": as `hwnas serve` runs it; "thread": the worker shares the API's GIL
         log_format="text",
     )
     app = create_app(settings)
@@ -255,6 +256,8 @@ def main() -> None:
                         help="each client polls every endpoint once per this many seconds (0: no pause)")  # fmt: skip
     parser.add_argument("--effort", default="quick", help="effort preset of the running search")
     parser.add_argument("--dataset", default="synthetic:classes=3,per_class=120,resolution=16")
+    parser.add_argument("--worker-modes", nargs="+", choices=["process", "thread"], default=["process", "thread"],
+                        help="run it with the embedded worker as a child process and/or a thread")  # fmt: skip
     args = parser.parse_args()
     if not 1 <= args.clients <= 500 or not 1 <= args.seconds <= 600 or not 1 <= args.baseline_seconds <= 120:
         parser.error("--clients 1-500, --seconds 1-600, --baseline-seconds 1-120")
@@ -262,8 +265,17 @@ def main() -> None:
     from bench.common import machine_line
 
     print(f"machine: {machine_line()}")
+    verdicts = [(mode, *run_mode(args, mode)) for mode in args.worker_modes]
+    print("\nside by side (reads under load):")
+    for mode, passed, worst_p99, errors in verdicts:
+        print(f"  embedded worker as a {mode:7}: worst p99 {worst_p99:7.1f} ms, errors {errors}: "
+              f"{'PASS' if passed else 'FAIL'}")  # fmt: skip
+
+
+def run_mode(args: argparse.Namespace, worker_mode: str) -> tuple[bool, float, int]:
+    print(f"\n=== embedded worker as a {worker_mode} ===")
     with tempfile.TemporaryDirectory(prefix="hwnas-api-load-") as workdir:
-        app, running, token = start_service(Path(workdir))
+        app, running, token = start_service(Path(workdir), worker_mode)
         headers = {"Authorization": f"Bearer {token}"}
         try:
             with httpx.Client(base_url=running.url, headers=headers, timeout=60) as http:
@@ -299,6 +311,7 @@ def main() -> None:
                 print(f"\ntarget: no errors, p99 < {TARGET_P99_MS:.0f} ms for reads at {args.clients} clients: "
                       f"{verdict} (errors {errors}; worst p99 {worst[2]:.1f} ms, {worst[1]})")  # fmt: skip
                 http.post(f"/v1/searches/{search_id}/cancel")
+                return passed, worst[2], errors
         finally:
             running.stop()
 

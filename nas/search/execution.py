@@ -116,6 +116,10 @@ def _init_ray(num_cpus: int | None) -> None:
         )
 
 
+TRIAL_RETRIES = 1
+"""How many times Tune re-runs a trial that raised or lost its process/node before it counts as failed."""
+
+
 class StrategySearcher(Searcher):
     """Tune's view of an ask/tell strategy (lives in the driver; finds its strategy by token)."""
 
@@ -301,6 +305,9 @@ def run_trials(
                 stop=StopOnRequest(token),
                 verbose=0,
                 log_to_file=False,
+                # A trial whose process or Ray node dies (a node stopped mid-search) is run once more
+                # rather than stored as a failed candidate; a network that fails twice is recorded failed.
+                failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
             ),
         )
         try:

@@ -7,7 +7,7 @@ processes on one machine); the API has another. A device is registered as the wo
 the command line there, a search is submitted over HTTP, and mid-search the worker running it is
 SIGKILLed: the other worker re-claims the search once its heartbeat is stale and resumes it from the
 stored candidates, training none of them again; while it runs the remaining trials the second Ray node
-is stopped (a trial there dies with it and is stored as failed), and the search still finishes on the
+is stopped (a trial there dies with it and is run again on the head), and the search still finishes on the
 head alone. The winner is then downloaded over HTTP.
 
 Skipped only when HWNAS_TEST_POSTGRES_URL is unset (`bash .ci/postgres.sh` starts a local server).
