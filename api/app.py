@@ -28,6 +28,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     if migrate:
         store_db.upgrade_database(engine)
     sessions = store_db.session_factory(engine)
+    if migrate:
+        from nas.latency import adopt_legacy_devices
+
+        adopt_legacy_devices(sessions)  # devices this host registered by hostname before machine ids
     settings.artifact_dir.mkdir(parents=True, exist_ok=True)
     settings.dataset_dir.mkdir(parents=True, exist_ok=True)
 

@@ -7,12 +7,15 @@ stopped; a check measures whole networks once and keeps them for later reports a
 
 from __future__ import annotations
 
+import logging
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lut.device import Device, this_machine
@@ -42,6 +45,8 @@ from search_spaces.arch_spec import ArchSpec, LayerKey
 from search_spaces.counting import count_spec
 from search_spaces.space import SearchSpace
 
+log = logging.getLogger("hwnas.latency")
+
 THIS_MACHINE_FACT = "this_machine"
 _SESSIONS: dict[str, sessionmaker[Session]] = {}
 
@@ -63,6 +68,7 @@ def open_sessions(url: str | None = None) -> sessionmaker[Session]:
         engine = make_engine(resolved)
         upgrade_database(engine)
         _SESSIONS[resolved] = session_factory(engine)
+        adopt_legacy_devices(_SESSIONS[resolved])
     return _SESSIONS[resolved]
 
 
@@ -75,6 +81,25 @@ def device_from_row(row: DeviceRow) -> Device:
         threads=row.threads,
         facts={str(k): str(v) for k, v in (row.facts or {}).items()},
     )
+
+
+def adopt_legacy_devices(sessions: sessionmaker[Session]) -> list[str]:
+    """Devices registered as this machine before machine ids (migration 0007) carry this machine's
+    hostname as their machine id: bind them to this machine's id, so they stay local after an upgrade.
+    Returns their names. A hostname that is not this one (another machine, a recreated container) is
+    left alone."""
+    host, mine = platform.node(), machine_id()
+    if not host or host == mine:
+        return []
+    with session_scope(sessions) as session:
+        rows = session.scalars(select(DeviceRow).where(DeviceRow.machine_id == host)).all()
+        for row in rows:
+            row.machine_id = mine
+            row.facts = {**(row.facts or {}), THIS_MACHINE_FACT: mine}
+        names = [row.name for row in rows]
+    if names:
+        log.info("devices %s (registered by hostname %s) are now bound to machine id %s", names, host, mine)
+    return names
 
 
 def machine_of(device: Device) -> str | None:

@@ -27,6 +27,7 @@ from latency_lut.kit_runner import TimingPolicy
 from latency_lut.predictor import MissingKeysError
 from latency_lut.table import LutEntry
 from nas.latency import (
+    adopt_legacy_devices,
     check_device,
     get_device,
     is_this_machine,
@@ -344,6 +345,7 @@ def run_worker(sessions: sessionmaker[Session], worker_id: str | None = None, *,
     """
     worker_id = worker_id or new_worker_id()
     machine = machine_id()
+    adopt_legacy_devices(sessions)
     stop = stop or threading.Event()
     ran = 0
     while not stop.is_set():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -566,3 +567,23 @@ def test_kit_with_nothing_missing_is_refused(
 
     assert not zip_path.exists()
     assert stored_kits(session_factory, "pixel-7") is None
+
+
+def test_a_device_registered_by_hostname_before_machine_ids_is_adopted(session_factory: Sessions) -> None:
+    """Migration 0007 copied the old hostname identity into `machine_id`; this host's devices are re-bound."""
+    from nas.latency import adopt_legacy_devices
+    from nas.store import DeviceRepository
+
+    add_device(session_factory, "old-1t", threads=1)
+    add_device(session_factory, "elsewhere-1t", threads=1)
+    with session_scope(session_factory) as session:
+        repository = DeviceRepository(session)
+        for name, host in (("old-1t", platform.node()), ("elsewhere-1t", "another-host")):
+            row = repository.require(name)
+            row.machine_id, row.facts = host, {**row.facts, THIS_MACHINE_FACT: host}
+    assert not is_this_machine(get_device(session_factory, "old-1t"))
+
+    assert adopt_legacy_devices(session_factory) == ["old-1t"]
+    assert is_this_machine(get_device(session_factory, "old-1t"))
+    assert not is_this_machine(get_device(session_factory, "elsewhere-1t"))
+    assert adopt_legacy_devices(session_factory) == []
