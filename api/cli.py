@@ -300,6 +300,9 @@ def demo(
     ] = 32,
     port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 0,
     stay: Annotated[bool, typer.Option("--stay", help="keep serving the dashboard afterwards")] = False,
+    strategy: Annotated[
+        str, typer.Option(help="search strategy: evolution, random, pareto or supernet (weight sharing)")
+    ] = "evolution",
 ) -> None:
     """The three journeys over HTTP on the embedded defaults (SQLite, local Ray, this machine)."""
     from api.demo import run_demo
@@ -315,6 +318,7 @@ def demo(
         train_resolution=train_resolution,
         port=port,
         stay=stay,
+        strategy=strategy,
     )
 
 

@@ -31,6 +31,7 @@ def run_demo(
     stay: bool,
     resolution: int = 128,
     train_resolution: int = 32,
+    strategy: str = "evolution",
 ) -> dict[str, Any]:
     from api.app import create_app
     from api.server import serve_in_thread
@@ -52,7 +53,7 @@ def run_demo(
                 app.state.sessions,
                 running.url,
                 token,
-                DemoChoice(device, threads, effort, budget_fraction, resolution, train_resolution),
+                DemoChoice(device, threads, effort, budget_fraction, resolution, train_resolution, strategy),
                 stay,
             )
     finally:
@@ -74,6 +75,7 @@ class DemoChoice:
     budget_fraction: float
     resolution: int
     train_resolution: int
+    strategy: str = "evolution"
 
 
 def _journeys(api: ApiClient, sessions: Any, url: str, token: str, choice: DemoChoice, stay: bool) -> dict[str, Any]:
@@ -129,6 +131,7 @@ def _journeys(api: ApiClient, sessions: Any, url: str, token: str, choice: DemoC
             "effort": effort,
             "resolution": resolution,
             "train_resolution": choice.train_resolution,
+            "strategy": choice.strategy,
             "seed": 0,
         },  # fmt: skip
     )

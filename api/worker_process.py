@@ -36,13 +36,15 @@ PARENT_CHECK_S = 1.0
 WORKER_NICE = 5
 
 
-def _child_main(settings: Settings, spaces: dict[str, Any], parent_pid: int, stop_requested: Any) -> None:
+def _child_main(
+    settings: Settings, spaces: dict[str, Any], parent_pid: int, stop_requested: Any, log_level: int
+) -> None:
     from api.logs import configure_logging
     from nas.store import db as store_db
     from nas.worker import run_worker
     from search_spaces import space as space_module
 
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, level=log_level)  # as loud as the API process (quiet in the demo)
     space_module.SPACES.update(spaces)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -97,7 +99,13 @@ class WorkerProcess:
             self._stop_requested = context.Event()
         process = context.Process(
             target=_child_main,
-            args=(self.settings, dict(SPACES), os.getpid(), self._stop_requested),
+            args=(
+                self.settings,
+                dict(SPACES),
+                os.getpid(),
+                self._stop_requested,
+                logging.getLogger().getEffectiveLevel(),
+            ),
             name="hwnas-embedded-worker",
             daemon=False,
         )
