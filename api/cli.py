@@ -301,8 +301,8 @@ def demo(
     port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 0,
     stay: Annotated[bool, typer.Option("--stay", help="keep serving the dashboard afterwards")] = False,
     strategy: Annotated[
-        str, typer.Option(help="search strategy: evolution, random, pareto or supernet (weight sharing)")
-    ] = "evolution",
+        str, typer.Option(help="search strategy: supernet (weight sharing), evolution, random or pareto")
+    ] = "supernet",
 ) -> None:
     """The three journeys over HTTP on the embedded defaults (SQLite, local Ray, this machine)."""
     from api.demo import run_demo

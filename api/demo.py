@@ -31,7 +31,7 @@ def run_demo(
     stay: bool,
     resolution: int = 128,
     train_resolution: int = 32,
-    strategy: str = "evolution",
+    strategy: str = "supernet",
 ) -> dict[str, Any]:
     from api.app import create_app
     from api.server import serve_in_thread
@@ -75,7 +75,7 @@ class DemoChoice:
     budget_fraction: float
     resolution: int
     train_resolution: int
-    strategy: str = "evolution"
+    strategy: str = "supernet"
 
 
 def _journeys(api: ApiClient, sessions: Any, url: str, token: str, choice: DemoChoice, stay: bool) -> dict[str, Any]:
