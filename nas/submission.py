@@ -47,6 +47,6 @@ def submit_search(
             strategy=request.strategy,
             request=request.model_dump(mode="json"),
             owner=owner,
-            trials_total=request.preset.trials,
+            trials_total=request.trials_total,
         )
         return search.public_id

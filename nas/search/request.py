@@ -168,3 +168,12 @@ class SearchRequest(BaseModel):
     @property
     def preset(self) -> EffortPreset:
         return EFFORT_PRESETS[self.effort]
+
+    @property
+    def trials_total(self) -> int:
+        """Candidates the search evaluates: trained trials, or a supernet's members scored."""
+        if self.strategy == "supernet":
+            from nas.search.supernet_search import SUPERNET_PLANS  # it imports this module
+
+            return SUPERNET_PLANS[self.effort].evaluations
+        return self.preset.trials

@@ -229,7 +229,7 @@ class _Run:
     skipped: int = 0
 
     def progress(self, phase: str, fraction: float) -> None:
-        self.recorder.progress(phase, fraction, self.trials_done, self.request.preset.trials, self.skipped)
+        self.recorder.progress(phase, fraction, self.trials_done, self.request.trials_total, self.skipped)
 
     def stop_if_asked(self, where: str) -> None:
         if self.recorder.should_stop():

@@ -260,7 +260,7 @@ class SupernetPhase:
     def _on_supernet_epoch(self, epochs: int) -> Callable[[dict[str, Any]], None]:
         def on_report(metrics: dict[str, Any]) -> None:
             epoch = int(metrics.get("epoch", 0))
-            self.recorder.progress("search", 0.3 * epoch / epochs, 0, self.request.preset.trials, 0)
+            self.recorder.progress("search", 0.3 * epoch / epochs, 0, self.request.trials_total, 0)
             self.recorder.event(
                 "supernet_epoch",
                 f"supernet epoch {epoch}/{epochs}: largest {metrics.get('largest_accuracy', float('nan')):.3f}, "
