@@ -190,11 +190,14 @@ class EventRecord(BaseModel):
 class Redactor:
     """Replaces server paths in what the worker wrote (messages, errors, event data, results)."""
 
-    patterns: tuple[tuple[re.Pattern[str], str], ...]
+    patterns: tuple[tuple[str, re.Pattern[str], str], ...]  # (root, where it starts a path, shown instead)
 
     def text(self, value: str) -> str:
-        for pattern, shown in self.patterns:
-            value = pattern.sub(shown, value)
+        if "/" not in value:  # every root is an absolute path: most messages need no regex at all
+            return value
+        for root, pattern, shown in self.patterns:
+            if root in value:
+                value = pattern.sub(shown, value)
         return value
 
     def value(self, value: Any) -> Any:
@@ -230,7 +233,7 @@ def redactor(row: Search, artifact_dir: Path | None) -> Redactor:
         replacements.update(dict.fromkeys(_spellings(Path(loaded)), dataset_label(row)))
     ordered = sorted(replacements.items(), key=lambda item: -len(item[0]))  # the longest (innermost) first
     # A root only where a path starts with it: not inside a longer name ("/var/tmp" is no "/tmp").
-    patterns = [(re.compile(rf"(?<![\w.-]){re.escape(root)}(?![\w.-])"), shown) for root, shown in ordered]
+    patterns = [(root, re.compile(rf"(?<![\w.-]){re.escape(root)}(?![\w.-])"), shown) for root, shown in ordered]
     return Redactor(tuple(patterns))
 
 
