@@ -3,6 +3,7 @@
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     base_url = os.environ.get(POSTGRES_URL_ENV)
     if not base_url:
         pytest.skip(f"{POSTGRES_URL_ENV} is not set, so the PostgreSQL variant does not run")
-    schema = f"t_{uuid.uuid4().hex}"
+    with postgres_schema(base_url, "t") as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema(base_url: str, prefix: str) -> Iterator[str]:
+    """A URL to a fresh, empty schema of the PostgreSQL server at `base_url`, dropped afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex}"
     admin = create_engine(base_url, poolclass=NullPool)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))

@@ -21,7 +21,6 @@ import shutil
 import signal
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,8 +30,7 @@ import httpx
 import onnx
 import onnxruntime
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -63,24 +61,17 @@ SEARCH = {
 TRIALS = 4  # effort "smoke"
 
 
+from tests.conftest import postgres_schema  # noqa: E402
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL to a fresh, empty schema of the test server (dropped afterwards)."""
     base_url = os.environ.get(POSTGRES_URL_ENV)
     if not base_url:
         pytest.skip(f"{POSTGRES_URL_ENV} is not set, so the deployment check does not run")
-    schema = f"deploy_{uuid.uuid4().hex}"
-    admin = create_engine(base_url, poolclass=NullPool)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text("SET LOCAL lock_timeout = '10s'"))
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema(base_url, "deploy") as url:
+        yield url
 
 
 @dataclass
