@@ -13,6 +13,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from api.problems import Problem
 from nas.store import ApiKeyRepository, KeyIdentity, session_scope
@@ -61,7 +63,12 @@ def _cache(request: Request) -> KeyCache:
     return state.key_cache
 
 
-def current_key(
+def _authenticate(sessions: sessionmaker[Session], token: str) -> KeyIdentity | None:
+    with session_scope(sessions) as session:
+        return ApiKeyRepository(session).authenticate(token)
+
+
+async def current_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> KeyIdentity:
     challenge = {"WWW-Authenticate": "Bearer"}
@@ -70,9 +77,8 @@ def current_key(
                       headers=challenge)  # fmt: skip
     cache: KeyCache = _cache(request)
     identity = cache.get(credentials.credentials)
-    if identity is None:
-        with session_scope(request.app.state.sessions) as session:
-            identity = ApiKeyRepository(session).authenticate(credentials.credentials)
+    if identity is None:  # only a miss reads the database (in the thread pool); a hit costs no thread hop
+        identity = await run_in_threadpool(_authenticate, request.app.state.sessions, credentials.credentials)
         if identity is not None:
             cache.put(credentials.credentials, identity)
     if identity is None:
@@ -81,7 +87,7 @@ def current_key(
     return identity
 
 
-def admin_key(identity: Annotated[KeyIdentity, Depends(current_key)]) -> KeyIdentity:
+async def admin_key(identity: Annotated[KeyIdentity, Depends(current_key)]) -> KeyIdentity:
     if not identity.admin:
         raise Problem(403, "this needs an admin key (hwnas key create --admin)", field="Authorization")
     return identity

@@ -22,12 +22,15 @@ from nas.settings import Settings
 from nas.store.errors import DeviceNotFoundError
 from search_spaces.space import SPACES, SearchSpace
 
+# Dependencies that never block are coroutines: FastAPI runs a plain function dependency in its thread
+# pool, and under load every hop there is a queue to wait in.
 
-def get_sessions(request: Request) -> sessionmaker[Session]:
+
+async def get_sessions(request: Request) -> sessionmaker[Session]:
     return request.app.state.sessions
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -38,7 +41,7 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 # --- the device a path names ---------------------------------------------------------------------------
 
 
-def device_name(name: str) -> str:
+async def device_name(name: str) -> str:
     """The `{name}` path segment; a name no device can have is a 404 at once (and never reaches SQL)."""
     if not DEVICE_NAME_RE.fullmatch(name):
         raise DeviceNotFoundError(name)

@@ -14,12 +14,12 @@ as 404, exactly like one that does not exist. Everything is `nas.services.archit
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
 from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
-from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Key
 from api.deps import Sessions
@@ -54,56 +54,46 @@ def get_architecture(architecture_id: ArchitectureId, identity: Key, sessions: S
     return architectures.get(sessions, architecture_id, identity)
 
 
-def _download(architecture_id: str, kind: str, sessions: sessionmaker[Session], identity: Key) -> FileResponse:
-    file = architectures.artifact_file(sessions, architecture_id, kind, identity)  # NotFound: 404 naming `kind`
-    return FileResponse(file.path, media_type=file.media_type, filename=file.filename)
+# (path suffix, artifact kind, summary, media type): one download route each, all the same handler.
+DOWNLOADS: tuple[tuple[str, str, str, str], ...] = (
+    ("spec", "spec", "Download spec.json", "application/json"),
+    ("onnx", "onnx", "Download model.onnx", "application/octet-stream"),
+    (
+        "onnx-uint8",
+        "onnx_uint8",
+        "Download model_uint8.onnx: raw uint8 images [N, H, W, C] in, logits and probabilities out",
+        "application/octet-stream",
+    ),
+    (
+        "weights",
+        "weights",
+        "Download weights.pt (torch.load: {'spec': ..., 'state_dict': ...})",
+        "application/octet-stream",
+    ),
+)
 
 
-def _file(media_type: str) -> dict[int | str, dict[str, Any]]:
-    return {
-        200: {
-            "description": "the file, streamed (Content-Disposition names it)",
-            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+def _download_route(kind: str) -> Callable[..., FileResponse]:
+    def download(architecture_id: ArchitectureId, identity: Key, sessions: Sessions) -> FileResponse:
+        file = architectures.artifact_file(sessions, architecture_id, kind, identity)  # NotFound: 404 naming `kind`
+        return FileResponse(file.path, media_type=file.media_type, filename=file.filename)
+
+    download.__name__ = f"download_{kind}"
+    return download
+
+
+for _suffix, _kind, _summary, _media_type in DOWNLOADS:
+    router.add_api_route(
+        f"/v1/architectures/{{architecture_id}}/{_suffix}",
+        _download_route(_kind),
+        methods=["GET"],
+        summary=_summary,
+        response_class=FileResponse,
+        responses={
+            200: {
+                "description": "the file, streamed (Content-Disposition names it)",
+                "content": {_media_type: {"schema": {"type": "string", "format": "binary"}}},
+            },
+            404: {"description": "unknown architecture, or it has no such file"},
         },
-        404: {"description": "unknown architecture, or it has no such file"},
-    }
-
-
-@router.get(
-    "/v1/architectures/{architecture_id}/spec",
-    summary="Download spec.json",
-    response_class=FileResponse,
-    responses=_file("application/json"),
-)
-def download_spec(architecture_id: ArchitectureId, identity: Key, sessions: Sessions) -> FileResponse:
-    return _download(architecture_id, "spec", sessions, identity)
-
-
-@router.get(
-    "/v1/architectures/{architecture_id}/onnx",
-    summary="Download model.onnx",
-    response_class=FileResponse,
-    responses=_file("application/octet-stream"),
-)
-def download_onnx(architecture_id: ArchitectureId, identity: Key, sessions: Sessions) -> FileResponse:
-    return _download(architecture_id, "onnx", sessions, identity)
-
-
-@router.get(
-    "/v1/architectures/{architecture_id}/onnx-uint8",
-    summary="Download model_uint8.onnx: raw uint8 images [N, H, W, C] in, logits and probabilities out",
-    response_class=FileResponse,
-    responses=_file("application/octet-stream"),
-)
-def download_onnx_uint8(architecture_id: ArchitectureId, identity: Key, sessions: Sessions) -> FileResponse:
-    return _download(architecture_id, "onnx_uint8", sessions, identity)
-
-
-@router.get(
-    "/v1/architectures/{architecture_id}/weights",
-    summary="Download weights.pt (torch.load: {'spec': ..., 'state_dict': ...})",
-    response_class=FileResponse,
-    responses=_file("application/octet-stream"),
-)
-def download_weights(architecture_id: ArchitectureId, identity: Key, sessions: Sessions) -> FileResponse:
-    return _download(architecture_id, "weights", sessions, identity)
+    )

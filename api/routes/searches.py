@@ -293,12 +293,11 @@ async def search_events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
 ) -> Any:
     start = _resume_point(after, last_event_id)
-    internal_id = await run_in_threadpool(searches.watch_id, sessions, search_id, identity)
-    if format == "json":
-        _, events = await run_in_threadpool(
-            searches.poll, sessions, internal_id, start, limit, artifact_dir=settings.artifact_dir
+    if format == "json":  # one hop to the thread pool: under load every hop is a queue to wait in
+        return await run_in_threadpool(
+            searches.events, sessions, search_id, identity, after=start, limit=limit, artifact_dir=settings.artifact_dir
         )
-        return events
+    internal_id = await run_in_threadpool(searches.watch_id, sessions, search_id, identity)
     return StreamingResponse(
         event_stream(sessions, internal_id, start, float(settings.sse_poll_s), settings.artifact_dir),
         media_type="text/event-stream",

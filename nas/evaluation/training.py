@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -192,21 +192,16 @@ def _run_epochs(
 ) -> TrainingResult:
     started = time.perf_counter()
     rng = np.random.default_rng(recipe.seed)
-    x_train = torch.as_tensor(np.asarray(data.x_train))
-    y_train = torch.as_tensor(np.asarray(data.y_train, dtype=np.int64))
+    x_train, y_train = train_subset(
+        torch.as_tensor(np.asarray(data.x_train)), data.y_train, recipe.max_train_images, rng
+    )
     x_val = torch.as_tensor(np.asarray(data.x_val))
     y_val = torch.as_tensor(np.asarray(data.y_val, dtype=np.int64))
-    if recipe.max_train_images is not None and recipe.max_train_images < len(x_train):
-        subset = torch.as_tensor(np.sort(rng.choice(len(x_train), recipe.max_train_images, replace=False)))
-        x_train, y_train = x_train[subset], y_train[subset]
-
     n_train = len(x_train)
-    # A last batch of one image is dropped: BatchNorm cannot normalise over a single sample.
-    steps_per_epoch = n_train // recipe.batch_size + (1 if n_train % recipe.batch_size >= 2 else 0)
-    if steps_per_epoch == 0:
-        raise ValueError(f"the train part has {n_train} image(s); at least 2 are needed")
-    schedule = _CosineSchedule(recipe, steps_per_epoch)
-    optimizer = _make_optimizer(model, recipe)
+    steps_per_epoch = count_steps(n_train, recipe.batch_size)
+    warmup_steps = recipe.warmup_epochs * steps_per_epoch
+    total_steps = recipe.epochs * steps_per_epoch
+    optimizer = make_optimizer(model, recipe)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     accuracies: list[float] = []
@@ -220,7 +215,7 @@ def _run_epochs(
         for batch in range(steps_per_epoch):
             index = order[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = schedule.lr(step)
+                group["lr"] = cosine_lr(recipe.lr, step, warmup_steps, total_steps)
             loss = loss_fn(model(_prepare_batch(x_train[index], resolution)), y_train[index])
             if not torch.isfinite(loss):
                 diverged = True
@@ -261,29 +256,52 @@ def _run_epochs(
     )
 
 
-class _CosineSchedule:
-    """Per-step learning rate: linear warmup to `recipe.lr`, then half a cosine down towards zero."""
-
-    def __init__(self, recipe: TrainingRecipe, steps_per_epoch: int) -> None:
-        self.peak = recipe.lr
-        self.warmup = recipe.warmup_epochs * steps_per_epoch
-        self.total = recipe.epochs * steps_per_epoch
-
-    def lr(self, step: int) -> float:
-        if step < self.warmup:
-            return self.peak * (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
-        return self.peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+def train_subset(
+    x_train: torch.Tensor, labels: object, max_images: int | None, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train part as tensors, cut to a seeded random `max_images` of it when that is fewer."""
+    y_train = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    if max_images is not None and max_images < len(x_train):
+        subset = torch.as_tensor(np.sort(rng.choice(len(x_train), max_images, replace=False)))
+        x_train, y_train = x_train[subset], y_train[subset]
+    return x_train, y_train
 
 
-def _make_optimizer(model: nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:
-    # Decaying BatchNorm scales and biases only fights the normalisation; the usual practice skips them.
-    decayed = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    undecayed = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [
-        {"params": decayed, "weight_decay": recipe.weight_decay},
-        {"params": undecayed, "weight_decay": 0.0},
-    ]
+def count_steps(n_train: int, batch_size: int) -> int:
+    """Optimizer steps per epoch; ValueError when there are none. A last batch of one image is dropped:
+    BatchNorm cannot normalise over a single sample."""
+    steps = n_train // batch_size + (1 if n_train % batch_size >= 2 else 0)
+    if steps == 0:
+        raise ValueError(f"the train part has {n_train} image(s); at least 2 are needed")
+    return steps
+
+
+def cosine_lr(peak: float, step: int, warmup: int, total: int) -> float:
+    """Per-step learning rate: linear warmup to `peak`, then half a cosine down towards zero."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class OptimizerRecipe(Protocol):
+    optimizer: Literal["sgd", "adamw"]
+    lr: float
+    weight_decay: float
+    momentum: float
+
+
+def make_optimizer(
+    model: nn.Module, recipe: OptimizerRecipe, undecayed: Callable[[str], bool] = lambda name: False
+) -> torch.optim.Optimizer:
+    """AdamW or (Nesterov) SGD. Decaying BatchNorm scales and biases only fights the normalisation, so
+    1-d parameters (and those `undecayed` names) are not decayed."""
+    decayed: list[nn.Parameter] = []
+    kept: list[nn.Parameter] = []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (kept if parameter.ndim <= 1 or undecayed(name) else decayed).append(parameter)
+    groups = [{"params": decayed, "weight_decay": recipe.weight_decay}, {"params": kept, "weight_decay": 0.0}]
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=recipe.lr)
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)

@@ -12,13 +12,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 
-from latency_lut.kit_runner import TimingPolicy
-from latency_lut.report import AccuracyReport
 from nas import latency, remote_measurements
 from nas.calibration_set import calibration_set
-from nas.latency import Progress
 from nas.services.errors import InvalidInput, NotFound, WrongState
-from nas.services.fields import FiniteFloat, checked_environment, printable
+from nas.services.fields import FiniteFloat, TimedMeasurement, checked_environment
 from nas.services.kits import OnnxModel, exporting
 from search_spaces.arch_spec import ArchSpec
 from search_spaces.space import SearchSpace
@@ -78,19 +75,10 @@ def network_model(sessions: sessionmaker[Session], name: str, arch_hash: str, sp
     return OnnxModel(exporting(network_onnx, spec), tuple(_input_shape(spec)), f"{arch_hash[:16]}.onnx")
 
 
-class NetworkMeasurementIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class NetworkMeasurementIn(TimedMeasurement):
+    """One calibration network timed end to end."""
 
     arch_hash: ArchHash
-    median_ms: float = Field(gt=0, allow_inf_nan=False)
-    iqr_ms: float = Field(ge=0, allow_inf_nan=False)
-    runs: int = Field(ge=1, le=1_000_000)
-    runtime_version: str = Field(min_length=1, max_length=50)
-
-    @field_validator("runtime_version")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        return printable(value, "runtime_version")
 
 
 class NetworkUpload(BaseModel):
@@ -217,16 +205,6 @@ def accuracy(
     )
 
 
-def check_this_machine(
-    sessions: sessionmaker[Session],
-    name: str,
-    space: SearchSpace,
-    n: int = 200,
-    n_calibration: int = 20,
-    seed: int = 0,
-    policy: TimingPolicy = TimingPolicy(),
-    progress: Progress | None = None,
-) -> AccuracyReport:
-    """Measure random networks of `space` on this machine, fit and score the device's calibration and
-    store it (`hwnas lut check`); `nas.latency.check_device`."""
-    return latency.check_device(sessions, name, space, n, n_calibration, seed, policy, progress)
+# `hwnas lut check`: measure random networks of a space on this machine, fit and score the device's
+# calibration and store it. The service is the latency floor's own function.
+check_this_machine = latency.check_device

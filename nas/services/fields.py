@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from latency_lut.kit import environment_problems
 
@@ -35,3 +35,19 @@ def finite_or_none(value: Any) -> Any:
 
 FiniteFloat = Annotated[float | None, BeforeValidator(finite_or_none)]
 """A float of a report; null where it is undefined (NaN) or infinite."""
+
+
+class TimedMeasurement(BaseModel):
+    """What every uploaded measurement says about its timing (a block key's or a whole network's)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    median_ms: float = Field(gt=0, allow_inf_nan=False)
+    iqr_ms: float = Field(ge=0, allow_inf_nan=False)
+    runs: int = Field(ge=1, le=1_000_000)
+    runtime_version: str = Field(min_length=1, max_length=50)
+
+    @field_validator("runtime_version")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        return printable(value, "runtime_version")

@@ -21,7 +21,7 @@ from nas import latency, remote_measurements
 from nas.services import devices, kits
 from nas.services.devices import SpaceCoverage
 from nas.services.errors import InvalidInput, UnreadableInput
-from nas.services.fields import checked_environment, printable
+from nas.services.fields import TimedMeasurement, checked_environment
 from nas.store import DeviceRepository, LutRepository, session_scope
 from search_spaces.arch_spec import LayerKey
 from search_spaces.space import SearchSpace
@@ -110,27 +110,16 @@ def missing_page(
 # --- uploads -------------------------------------------------------------------------------------------
 
 
-class AgentMeasurement(BaseModel):
+class AgentMeasurement(TimedMeasurement):
     """One block key timed by the agent with the kit runner's protocol."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
     key: str = Field(min_length=1, max_length=200)
-    median_ms: float = Field(gt=0, allow_inf_nan=False)
-    iqr_ms: float = Field(ge=0, allow_inf_nan=False)
-    runs: int = Field(ge=1, le=1_000_000)
-    runtime_version: str = Field(min_length=1, max_length=50)
 
     @field_validator("key")
     @classmethod
     def _well_formed(cls, value: str) -> str:
         LayerKey.parse(value)  # raises ValueError naming the key
         return value
-
-    @field_validator("runtime_version")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        return printable(value, "runtime_version")
 
 
 class AgentUpload(BaseModel):

@@ -237,5 +237,8 @@ def events(
     limit: int = 500,
     artifact_dir: Path | None = None,
 ) -> list[EventRecord]:
-    """Up to `limit` of the search's events with an id above `after`, oldest first."""
-    return poll(sessions, watch_id(sessions, public_id, viewer), after, limit, artifact_dir=artifact_dir)[1]
+    """Up to `limit` of the search's events with an id above `after`, oldest first (one session)."""
+    with session_scope(sessions) as session:
+        row = require_row(session, public_id, viewer)
+        redact = redactor(row, artifact_dir)
+        return [event_record(event, redact) for event in EventRepository(session).after(row.id, after, limit)]

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from nas.evaluation.data import TrainingData, check_training_data
+from nas.evaluation.training import cosine_lr, count_steps, make_optimizer, train_subset
 from nas.supernet.evaluate import InheritedEvaluator, resize_images
 from nas.supernet.model import SuperNet
 from search_spaces.space import SearchSpace
@@ -126,20 +127,19 @@ def _train(
 ) -> SupernetTrainingResult:
     started = time.perf_counter()
     rng = np.random.default_rng(recipe.seed)
-    x_train = resize_images(torch.as_tensor(np.asarray(data.x_train)), resolution)
-    y_train = torch.as_tensor(np.asarray(data.y_train, dtype=np.int64))
-    if recipe.max_train_images is not None and recipe.max_train_images < len(x_train):
-        subset = torch.as_tensor(np.sort(rng.choice(len(x_train), recipe.max_train_images, replace=False)))
-        x_train, y_train = x_train[subset], y_train[subset]
+    x_train, y_train = train_subset(
+        resize_images(torch.as_tensor(np.asarray(data.x_train)), resolution),
+        data.y_train,
+        recipe.max_train_images,
+        rng,
+    )
     n_train = len(x_train)
-    # A last batch of one image is dropped: BatchNorm cannot normalise over a single sample.
-    steps_per_epoch = n_train // recipe.batch_size + (1 if n_train % recipe.batch_size >= 2 else 0)
-    if steps_per_epoch == 0:
-        raise ValueError(f"the train part has {n_train} image(s); at least 2 are needed")
+    steps_per_epoch = count_steps(n_train, recipe.batch_size)
     evaluator = InheritedEvaluator(
         supernet, data, calibration_images=recipe.calibration_images, seed=recipe.seed, resolution=resolution
     )
-    optimizer = _make_optimizer(supernet, recipe)
+    # The identity-initialised kernel transforms are not decayed either.
+    optimizer = make_optimizer(supernet, recipe, undecayed=lambda name: "transforms" in name)
     total_steps = recipe.epochs * steps_per_epoch
     warmup_steps = min(recipe.warmup_epochs, recipe.epochs - 1) * steps_per_epoch
     hard_loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
@@ -156,7 +156,7 @@ def _train(
             index = order[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
             x, y = x_train[index], y_train[index]
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(recipe.lr, step, warmup_steps, total_steps)
+                group["lr"] = cosine_lr(recipe.lr, step, warmup_steps, total_steps)
             optimizer.zero_grad(set_to_none=True)
             supernet.set_active(supernet.largest_genome(rng))
             logits = supernet(x)
@@ -217,24 +217,3 @@ def _train(
 
 def _since(started: float) -> float:
     return time.perf_counter() - started
-
-
-def _learning_rate(peak: float, step: int, warmup: int, total: int) -> float:
-    """Linear warmup to `peak`, then half a cosine down towards zero."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _make_optimizer(model: nn.Module, recipe: SupernetRecipe) -> torch.optim.Optimizer:
-    # BatchNorm scales, biases and the identity-initialised kernel transforms are not decayed.
-    decayed = [p for name, p in model.named_parameters() if p.ndim > 1 and "transforms" not in name]
-    undecayed = [p for name, p in model.named_parameters() if p.ndim <= 1 or "transforms" in name]
-    groups = [
-        {"params": decayed, "weight_decay": recipe.weight_decay},
-        {"params": undecayed, "weight_decay": 0.0},
-    ]
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr)
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)

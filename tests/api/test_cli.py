@@ -28,6 +28,7 @@ from latency_lut.kit import read_manifest_from_kit
 from latency_lut.table import LatencyTable
 from nas.store import DATABASE_URL_ENV
 from search_spaces import space as space_module
+from tests.markers import SQLITE_ONLY
 
 # The smallest real space the CLI can name: mobilenet_v3_small at 32 px, width 0.4, 10 classes (at 0.35
 # and below, stages 2 and 3 round to the same width, which the space refuses).
@@ -332,6 +333,8 @@ def test_lut_profile_and_agent_bad_input_fail_with_a_message(devices, args: list
     assert lut_entries(REMOTE) == lut_entries(LOCAL) == len(devices["keys"]) - KIT_SIZE
 
 
+# The agent's batches on PostgreSQL: test_devices_journey.py (the same routes, resumed).
+@SQLITE_ONLY
 def test_agent_command_measures_in_batches_and_resumes(devices) -> None:
     args = ["agent", "--device", REMOTE, *TINY_ARGS, "--quick", "--batch", "2"]
 

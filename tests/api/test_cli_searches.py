@@ -19,6 +19,7 @@ from api.cli import app
 from nas.store import DATABASE_URL_ENV
 from search_spaces.arch_spec import ArchSpec
 from tests.api.search_helpers import fastest_ms
+from tests.markers import SQLITE_ONLY
 
 runner = CliRunner()
 # The tiny space on a dataset whose 3 classes the LUT of device "local" covers (so budgets are checked).
@@ -68,6 +69,8 @@ def write_npz(path: Path, per_class: int = 12) -> Path:
     return path
 
 
+# The same journey over HTTP runs on PostgreSQL in test_search_journey.py.
+@SQLITE_ONLY
 def test_submit_with_a_local_file_watch_show_and_download(cli, search_server, tmp_path: Path) -> None:
     budget = f"{2.0 * fastest_ms(search_server):.6f}"
     data = write_npz(tmp_path / "mine.npz")

@@ -26,10 +26,10 @@ from api import cli_common
 from api.cli import app
 from nas.datasets import load_npz
 from tests.api.search_helpers import fastest_ms, search_body, wait_finished
+from tests.markers import SQLITE_ONLY
 
 CLASS_NAMES = ("zero", "one", "two")
 PER_CLASS = 60
-SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def digits_npz(path: Path) -> Path:

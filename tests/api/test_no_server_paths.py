@@ -25,6 +25,7 @@ from nas.store import (
     session_scope,
 )
 from tests.api.search_helpers import fastest_ms, read_sse, search_body, wait_finished
+from tests.markers import SQLITE_ONLY
 
 
 def forbidden(server, tmp_path: Path) -> list[str]:
@@ -79,6 +80,8 @@ def read_everything(server, search_id: str) -> dict[str, str]:
     return texts
 
 
+# Redaction happens after the database read; the search journey runs on PostgreSQL.
+@SQLITE_ONLY
 def test_a_search_on_an_uploaded_dataset_shows_no_server_paths(search_server, tmp_path) -> None:
     alice = search_server.client("alice")
     uploaded = alice.post("/v1/datasets", files={"file": ("mine.npz", dataset_npz())})

@@ -20,6 +20,7 @@ import pytest
 from nas import calibration_set as calibration_module
 from search_spaces import space as space_module
 from tests.api.search_helpers import DATASET, wait_finished
+from tests.markers import SQLITE_ONLY
 
 N_CALIBRATION, N_HELD_OUT = calibration_module.CALIBRATION_NETWORKS, calibration_module.HELD_OUT_NETWORKS
 # Deployed at 64 px (networks of a few tenths of a millisecond, where a predictor can be held to
@@ -52,6 +53,8 @@ def _wait_calibrated(client, device: str, agent: subprocess.Popen, log: Path, ti
     raise AssertionError(f"the agent did not measure keys and networks in {timeout} s:\n{log.read_text()}")
 
 
+# On PostgreSQL: measurement jobs by tests/nas/test_job_store.py, the search journey by test_search_journey.py.
+@SQLITE_ONLY
 def test_remote_device_agent_calibrates_and_measures_a_search_winner(
     live_server, api_search_space, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -28,16 +28,15 @@ from pathlib import Path
 
 import httpx
 import onnx
-import onnxruntime
 import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from nas.store import Candidate, Device, Search, SearchEvent
-from search_spaces import LayerKey, get_space
-from search_spaces.counting import layer_counts
+from search_spaces import get_space
 from tests.deploy.processes import BIN, Processes, free_ports, wait_until
+from tests.modelled_lut import modelled_lut
 
 POSTGRES_URL_ENV = "HWNAS_TEST_POSTGRES_URL"
 WORKER_MACHINE = "deploy-check-worker-host"
@@ -240,19 +239,12 @@ def _journey(deployment: Deployment) -> None:
         machines = {name: machine for name, machine in session.execute(select(Device.name, Device.machine_id))}
     assert machines == {DEVICE: WORKER_MACHINE, "api-host-1t": API_MACHINE}
 
-    # --- its lookup table, uploaded as an agent would. Profiling MobileNetV3-Small's 326 block keys
-    # takes a minute here, so the times are modelled (3 us + 0.1 ns per multiply-add); the worker
-    # that runs the search calibrates the table on networks it really measures end to end.
+    # --- its lookup table, uploaded as an agent would, with modelled times (tests/modelled_lut.py): the
+    # worker that runs the search calibrates the table on networks it really measures end to end.
     space = get_space(SEARCH["space"]).with_options(resolutions=[16], widths=SEARCH["widths"], num_classes=3)
     measurements = [
-        {
-            "key": key,
-            "median_ms": 0.003 + 1e-7 * layer_counts(LayerKey.parse(key)).madds,
-            "iqr_ms": 0.0001,
-            "runs": 20,
-            "runtime_version": onnxruntime.__version__,
-        }
-        for key in space.block_keys()
+        {"key": key, "median_ms": e.median_ms, "iqr_ms": e.iqr_ms, "runs": e.runs, "runtime_version": e.runtime_version}
+        for key, e in modelled_lut(space).items()
     ]
     response = client.post(f"/v1/devices/{DEVICE}/lut", json={"measurements": measurements, "threads": 1})
     assert response.status_code == 200, response.text

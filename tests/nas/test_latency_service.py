@@ -58,6 +58,7 @@ from nas.store import (
     session_scope,
 )
 from search_spaces.space import SearchSpace
+from tests.markers import SQLITE_ONLY
 
 Sessions = sessionmaker[Session]
 
@@ -274,6 +275,8 @@ def test_profiling_an_unknown_device_is_refused(
 # --- one table per device ----------------------------------------------------------------------------
 
 
+# Two devices' tables on PostgreSQL: test_store.py and the profile/resume tests here.
+@SQLITE_ONLY
 def test_thread_counts_are_devices_with_their_own_tables(
     session_factory: Sessions, tiny_lut_space: SearchSpace, fast_policy: TimingPolicy
 ) -> None:

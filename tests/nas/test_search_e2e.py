@@ -30,6 +30,7 @@ from search_spaces import space as space_module
 from search_spaces.arch_spec import ArchSpec
 from search_spaces.builder import build_model
 from search_spaces.space import SearchSpace, tiny_space
+from tests.markers import SQLITE_ONLY
 
 DATASET = "synthetic:classes=3,per_class=24,resolution=16"
 TEST_SPACE = tiny_space("test_tiny", resolution=16, num_classes=3)
@@ -97,6 +98,8 @@ def _budget(session_factory, factor: float) -> float:
     return factor * load_predictor(session_factory, "local", TEST_SPACE).pricer(TEST_SPACE).fastest()[0]
 
 
+# On PostgreSQL: the same runner through the API (test_search_journey.py) and resume (below).
+@SQLITE_ONLY
 def test_search_runs_end_to_end(session_factory, local_device) -> None:
     budget = _budget(session_factory, 1.3)
     public_id = submit_search(session_factory, _request(budget_ms=budget))

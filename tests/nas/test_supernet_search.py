@@ -11,6 +11,7 @@ from nas.store import ArchitectureRepository, CandidateRepository, EventReposito
 from nas.store.models import Supernet
 from nas.submission import submit_search
 from nas.worker import run_worker
+from tests.markers import SQLITE_ONLY
 from tests.nas.test_search_e2e import _budget, _request, local_device, registered_space, tiny16_lut  # noqa: F401
 
 
@@ -38,7 +39,7 @@ def _supernets(session_factory) -> list[tuple[str, str, str | None]]:
 
 # The schema (supernets, candidates.evaluation) is checked on both databases by test_store; three whole
 # searches on SQLite are enough here.
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 @pytest.mark.usefixtures("local_device")
 def test_supernet_search_trains_once_and_is_reused(session_factory, tmp_path) -> None:
     budget = _budget(session_factory, 1.6)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from latency_lut.kit_runner import TimingPolicy
-from latency_lut.profiler import profile_keys
 from latency_lut.table import LutEntry
 from nas.latency import add_device, store_lut_entries
 from nas.search.request import SearchRequest
 from nas.store import CandidateRepository, EventRepository, SearchRepository, session_scope
 from nas.submission import submit_search
 from search_spaces import get_space
+from tests.markers import SQLITE_ONLY
+from tests.modelled_lut import modelled_lut
 
 HWNAS = str(Path(sys.executable).with_name("hwnas"))
 REQUEST = {
@@ -36,10 +36,9 @@ REQUEST = {
 
 @pytest.fixture(scope="module")
 def small16_lut() -> dict[str, LutEntry]:
-    space = get_space("mobilenet_v3_small").with_options(resolutions=[16], widths=[0.75], num_classes=3)
-    fast = TimingPolicy(warmup_runs=1, min_runs=3, max_runs=6, batch_runs=3, max_seconds=0.05)
-    measured = profile_keys(space.block_keys(), threads=1, policy=fast)
-    return {k: LutEntry(m.median_ms, m.iqr_ms, m.runs, m.runtime_version) for k, m in measured.items()}
+    """Modelled block times (tests/modelled_lut.py): what is tested is the crash, not latency; the
+    search still measures its winner end to end."""
+    return modelled_lut(get_space("mobilenet_v3_small").with_options(resolutions=[16], widths=[0.75], num_classes=3))
 
 
 def _worker(db_url: str, tmp_path: Path, stale_after_s: float) -> subprocess.Popen:
@@ -61,6 +60,8 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+# On PostgreSQL a SIGKILLed worker is the deployment check's (tests/deploy/test_processes.py).
+@SQLITE_ONLY
 def test_killed_worker_is_replaced_and_nothing_is_trained_twice(
     db_url: str, session_factory, small16_lut, tmp_path: Path
 ) -> None:
