@@ -6,6 +6,7 @@ routers and (for `hwnas serve`) one embedded search worker.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -55,6 +56,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             )
             worker_thread.start()
             log.info("embedded worker started as a thread")
+        # Everything imported and built so far (torch, onnx, the app) lives as long as the process: keep
+        # it out of the garbage collector's full passes, which otherwise walk it all and stop every
+        # request for ~230 ms a few times a minute under load (bench/api_load.py prints the pauses).
+        gc.freeze()
         try:
             yield
         finally:

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import multiprocessing
 import os
 import tempfile
@@ -52,55 +54,69 @@ class PhaseResult:
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)  # endpoint label -> successful requests
     errors: dict[str, int] = field(default_factory=dict)
     error_examples: list[str] = field(default_factory=list)
+    slow: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the phase, ms) of requests > 100 ms
 
 
 # --- the load (runs in a child process) -------------------------------------------------------------------
 
 
-async def _client(base_url: str, headers: dict[str, str], paths: list[tuple[str, str]], stop_at: float,
-                  offset: int, result: PhaseResult, interval: float, clients: int) -> None:  # fmt: skip
+async def _client(http: httpx.AsyncClient, paths: list[tuple[str, str]], stop_at: float, offset: int,
+                  result: PhaseResult, interval: float, clients: int) -> None:  # fmt: skip
     """One client. `interval` > 0: it polls every endpoint once per `interval` seconds (a round of
     requests, then a pause until the next round; clients start spread over one interval); 0: it
     sends the next request as soon as the last one answered (saturation)."""
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
-        turn = offset
-        next_round = time.monotonic() + (interval * offset / clients if interval else 0.0)
-        while time.monotonic() < stop_at:
-            if interval and turn % len(paths) == offset % len(paths):
-                await asyncio.sleep(max(0.0, next_round - time.monotonic()))
-                next_round += interval
-                if time.monotonic() >= stop_at:
-                    break
-            label, path = paths[turn % len(paths)]
-            turn += 1
-            started = time.perf_counter()
-            try:
-                response = await http.get(path)
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                ok = response.status_code == 200
-                problem = None if ok else f"{label}: HTTP {response.status_code} {response.text[:120]}"
-            except httpx.HTTPError as error:
-                ok, problem = False, f"{label}: {type(error).__name__}: {error}"
-            if ok:
-                result.latencies_ms.setdefault(label, []).append(elapsed_ms)
-            else:
-                result.errors[label] = result.errors.get(label, 0) + 1
-                if len(result.error_examples) < 5:
-                    result.error_examples.append(problem or label)
+    turn = offset
+    phase_start = stop_at - result.seconds
+    next_round = time.monotonic() + (interval * offset / clients if interval else 0.0)
+    while time.monotonic() < stop_at:
+        if interval and turn % len(paths) == offset % len(paths):
+            await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+            next_round += interval
+            if time.monotonic() >= stop_at:
+                break
+        label, path = paths[turn % len(paths)]
+        turn += 1
+        started = time.perf_counter()
+        try:
+            response = await http.get(path)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            ok = response.status_code == 200
+            problem = None if ok else f"{label}: HTTP {response.status_code} {response.text[:120]}"
+        except httpx.HTTPError as error:
+            ok, problem = False, f"{label}: {type(error).__name__}: {error}"
+        if ok:
+            result.latencies_ms.setdefault(label, []).append(elapsed_ms)
+            if elapsed_ms > 100:
+                result.slow.append((round(started - phase_start, 2), round(elapsed_ms, 1)))
+        else:
+            result.errors[label] = result.errors.get(label, 0) + 1
+            if len(result.error_examples) < 5:
+                result.error_examples.append(problem or label)
 
 
 async def _phase(name: str, base_url: str, headers: dict[str, str], paths: list[tuple[str, str]], clients: int,
                  seconds: float, interval: float) -> PhaseResult:  # fmt: skip
+    """Long-lived polling clients: each is created and has its keep-alive connection open (one
+    uncounted GET /v1/health) before the clock starts, so the figures are the server's answers, not
+    the client process building 50 clients and their connections."""
     result = PhaseResult(name, clients, seconds)
     for label, _ in paths:
         result.latencies_ms[label] = []
-    stop_at = time.monotonic() + seconds
-    started = time.monotonic()
-    await asyncio.gather(
-        *(_client(base_url, headers, paths, stop_at, i, result, interval, clients) for i in range(clients))
-    )
-    result.seconds = time.monotonic() - started  # includes the requests in flight at the deadline
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with contextlib.AsyncExitStack() as stack:
+        https = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits)
+            )
+            for _ in range(clients)
+        ]
+        await asyncio.gather(*(http.get("/v1/health") for http in https))
+        stop_at = time.monotonic() + seconds
+        started = time.monotonic()
+        await asyncio.gather(
+            *(_client(http, paths, stop_at, i, result, interval, clients) for i, http in enumerate(https))
+        )
+        result.seconds = time.monotonic() - started  # includes the requests in flight at the deadline
     return result
 
 
@@ -244,6 +260,11 @@ def print_report(phases: list[PhaseResult]) -> list[tuple[str, str, float, int]]
         print(f"{phase.name:28} {'all':42} {total:9d} {total / phase.seconds:8.1f}")
         for example in phase.error_examples:
             print(f"    error: {example}")
+        if phase.slow and phase.clients > 1 and "no pause" not in phase.name:
+            by_second: dict[int, int] = {}
+            for at, _ in phase.slow:
+                by_second[int(at)] = by_second.get(int(at), 0) + 1
+            print(f"    requests over 100 ms by second of the phase: {dict(sorted(by_second.items()))}")
     return rows
 
 
@@ -272,6 +293,32 @@ def main() -> None:
               f"{'PASS' if passed else 'FAIL'}")  # fmt: skip
 
 
+class GcPauses:
+    """Garbage-collector pauses of this (the server's) process while a phase runs."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[tuple[int, float]] = []  # (generation, ms)
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_ms.append((info["generation"], (time.perf_counter() - self._started) * 1000))
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> str:
+        full = [ms for generation, ms in self.pauses_ms if generation == 2]
+        return (f"server GC: {len(self.pauses_ms)} collections, {len(full)} full "
+                f"(longest {max(full, default=0.0):.0f} ms, {sum(full):.0f} ms in all)")  # fmt: skip
+
+
 def run_mode(args: argparse.Namespace, worker_mode: str) -> tuple[bool, float, int]:
     print(f"\n=== embedded worker as a {worker_mode} ===")
     with tempfile.TemporaryDirectory(prefix="hwnas-api-load-") as workdir:
@@ -297,10 +344,11 @@ def run_mode(args: argparse.Namespace, worker_mode: str) -> tuple[bool, float, i
                 phases = []
                 for name, paths, clients, seconds, interval in plan:
                     before = search_state(http, search_id)
-                    phases.append(run_phase(name, running.url, headers, paths, clients, seconds, interval))
+                    with GcPauses() as pauses:
+                        phases.append(run_phase(name, running.url, headers, paths, clients, seconds, interval))
                     after = search_state(http, search_id)
                     print(f"{name}: search {before[0]} with {before[1]} candidates / {before[2]} events before, "
-                          f"{after[0]} with {after[1]} / {after[2]} after")  # fmt: skip
+                          f"{after[0]} with {after[1]} / {after[2]} after; {pauses.summary()}")  # fmt: skip
                 print()
                 rows = print_report(phases)
                 load_rows = [row for row in rows if row[0] == phases[1].name]
