@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         try:
             yield
         finally:
+            gc.unfreeze()  # back to the collector (an app started and stopped in a longer-lived process)
             app.state.stop.set()
             if app.state.worker_process is not None:
                 app.state.worker_process.stop()

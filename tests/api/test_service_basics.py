@@ -54,3 +54,12 @@ def test_a_revoked_key_stops_working_once_its_cache_entry_expires(live_server) -
     time.sleep(0.3)
     response = httpx.get(f"{live_server.url}/v1/spaces", headers=headers)
     assert response.status_code == 401 and response.json()["field"] == "Authorization"
+
+
+def test_a_running_app_keeps_its_start_up_objects_out_of_full_collections(live_server) -> None:
+    """Full garbage collections walked everything torch, onnx and the app allocated at import (~230 ms
+    with every request waiting, docs/benchmarks.md); the running app has frozen them."""
+    import gc
+
+    assert gc.get_freeze_count() > 10_000
+    assert httpx.get(f"{live_server.url}/v1/health").status_code == 200
