@@ -49,6 +49,12 @@ class TrainingRecipe(BaseModel):
     warmup_epochs: int = Field(default=0, ge=0, description="linear warmup, then cosine decay per step")
     seed: int = Field(default=0, ge=0, lt=2**63)
     max_train_images: int | None = Field(default=None, ge=2, description="a seeded random subset of the train part")
+    min_epoch_images: int | None = Field(
+        default=None,
+        ge=1,
+        description="an epoch over a smaller train part passes over it several times (each pass a fresh "
+        "shuffle) to see at least this many images, so a tiny dataset still gets enough optimizer steps",
+    )
     bn_recalibration_images: int = Field(
         default=512,
         ge=0,
@@ -198,7 +204,8 @@ def _run_epochs(
     x_val = torch.as_tensor(np.asarray(data.x_val))
     y_val = torch.as_tensor(np.asarray(data.y_val, dtype=np.int64))
     n_train = len(x_train)
-    steps_per_epoch = count_steps(n_train, recipe.batch_size)
+    passes = epoch_passes(n_train, recipe.min_epoch_images)
+    steps_per_epoch = count_steps(n_train * passes, recipe.batch_size)
     warmup_steps = recipe.warmup_epochs * steps_per_epoch
     total_steps = recipe.epochs * steps_per_epoch
     optimizer = make_optimizer(model, recipe)
@@ -210,7 +217,7 @@ def _run_epochs(
     step = 0
     for epoch in range(1, recipe.epochs + 1):
         model.train()
-        order = torch.as_tensor(rng.permutation(n_train))
+        order = torch.as_tensor(np.concatenate([rng.permutation(n_train) for _ in range(passes)]))
         loss_sum, seen = 0.0, 0
         for batch in range(steps_per_epoch):
             index = order[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
@@ -232,7 +239,7 @@ def _run_epochs(
             losses.append(math.nan)
             break
         if recipe.bn_recalibration_images:
-            calibration = order[: max(recipe.batch_size, recipe.bn_recalibration_images)]
+            calibration = order[: min(n_train, max(recipe.batch_size, recipe.bn_recalibration_images))]
             recalibrate_batchnorm(model, x_train[calibration], recipe.batch_size, resolution)
         accuracy = evaluate_accuracy(model, x_val, y_val, resolution)
         train_loss = loss_sum / seen
@@ -265,6 +272,11 @@ def train_subset(
         subset = torch.as_tensor(np.sort(rng.choice(len(x_train), max_images, replace=False)))
         x_train, y_train = x_train[subset], y_train[subset]
     return x_train, y_train
+
+
+def epoch_passes(n_train: int, min_epoch_images: int | None) -> int:
+    """Whole passes over `n_train` images that one epoch makes to see at least `min_epoch_images`."""
+    return 1 if min_epoch_images is None or n_train >= min_epoch_images else math.ceil(min_epoch_images / n_train)
 
 
 def count_steps(n_train: int, batch_size: int) -> int:

@@ -22,7 +22,7 @@ import torch
 from latency_lut.kit_runner import TimingPolicy
 from latency_lut.predictor import LatencyPredictor, MissingKeysError
 from latency_lut.profiler import measure_network
-from latency_lut.table import LutEntry
+from latency_lut.table import LatencyTable, LutEntry
 from nas.datasets import DatasetSplit, ImageDataset, load_dataset, split_dataset
 from nas.evaluation.training import TrainingRecipe, evaluate_accuracy, fine_tune, train_and_evaluate
 from nas.export import write_download
@@ -182,6 +182,7 @@ def training_recipe(request: SearchRequest, epochs: int, lr: float = 4e-3) -> Tr
         label_smoothing=0.1,
         seed=request.seed,
         max_train_images=preset.max_train_images,
+        min_epoch_images=preset.min_epoch_images,
     )
 
 
@@ -199,10 +200,20 @@ def check_budget(
     """
     device = predictor.table.device.name
     missing = predictor.table.missing_keys(space.block_keys())
-    if missing:
-        if missing_ok:
-            return None
+    if missing and not missing_ok:
         raise MissingKeysError(device, missing, space=request.space, resolution=request.resolution)
+    if missing:
+        # Keys the worker will profile (e.g. the classifier for this dataset's class count) cost at least
+        # nothing: the fastest network priced without them is a lower bound, and a budget below it is
+        # refused now rather than after the worker profiled and calibrated.
+        at_least = LatencyTable(predictor.table.device, predictor.table.entries)
+        for key in missing:
+            at_least.add(key, LutEntry(0.0, 0.0, 1, "lower bound"))
+        # (A calibration's scale is positive, so a smaller sum never prices higher.)
+        lower_bound, _ = LatencyPredictor(at_least, predictor.calibration).pricer(space).fastest()
+        if request.budget_ms < lower_bound:
+            raise BudgetUnreachableError(request.budget_ms, lower_bound, device)
+        return None
     fastest_ms, _ = predictor.pricer(space).fastest()
     if request.budget_ms < fastest_ms:
         raise BudgetUnreachableError(request.budget_ms, fastest_ms, device)

@@ -122,6 +122,7 @@ def supernet_recipe(request: SearchRequest) -> SupernetRecipe:
         warmup_epochs=1 if plan.epochs > 1 else 0,
         seed=request.seed,
         max_train_images=request.preset.max_train_images,
+        min_epoch_images=request.preset.min_epoch_images,
     )
 
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from nas.evaluation.data import TrainingData, check_training_data
-from nas.evaluation.training import cosine_lr, count_steps, make_optimizer, train_subset
+from nas.evaluation.training import cosine_lr, count_steps, epoch_passes, make_optimizer, train_subset
 from nas.supernet.evaluate import InheritedEvaluator, resize_images
 from nas.supernet.model import SuperNet
 from search_spaces.space import SearchSpace
@@ -62,6 +62,9 @@ class SupernetRecipe(BaseModel):
     grad_clip: float | None = Field(default=5.0, gt=0.0, description="clip the accumulated gradient's norm")
     seed: int = Field(default=0, ge=0, lt=2**63)
     max_train_images: int | None = Field(default=None, ge=2, description="a seeded random subset of the train part")
+    min_epoch_images: int | None = Field(
+        default=None, ge=1, description="an epoch over fewer train images repeats them (reshuffled) to see this many"
+    )
     calibration_images: int = Field(default=256, ge=2, description="BatchNorm recalibration for the per-epoch scores")
 
 
@@ -134,7 +137,8 @@ def _train(
         rng,
     )
     n_train = len(x_train)
-    steps_per_epoch = count_steps(n_train, recipe.batch_size)
+    passes = epoch_passes(n_train, recipe.min_epoch_images)
+    steps_per_epoch = count_steps(n_train * passes, recipe.batch_size)
     evaluator = InheritedEvaluator(
         supernet, data, calibration_images=recipe.calibration_images, seed=recipe.seed, resolution=resolution
     )
@@ -150,7 +154,7 @@ def _train(
     step = 0
     for epoch in range(1, recipe.epochs + 1):
         supernet.train()
-        order = torch.as_tensor(rng.permutation(n_train))
+        order = torch.as_tensor(np.concatenate([rng.permutation(n_train) for _ in range(passes)]))
         loss_sum, seen = 0.0, 0
         for batch in range(steps_per_epoch):
             index = order[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]

@@ -87,8 +87,16 @@ def test_bad_requests_are_refused_and_store_nothing(session_factory, local_devic
         submit_search(session_factory, _request(device="phone"))
     with pytest.raises(ValueError, match="budget_ms"):
         _request(budget_ms=float("inf"))
+    # A device this machine measures may lack keys (its worker profiles them), but a budget below the
+    # fastest network priced without them cannot be met either: refused at once, with that lower bound.
+    add_device(session_factory, "half-profiled", threads=1)
+    store_lut_entries(session_factory, "half-profiled", dict(list(tiny16_lut.items())[:-3]))
+    with pytest.raises(BudgetUnreachableError, match="smallest latency") as error:
+        submit_search(session_factory, _request(device="half-profiled", budget_ms=1e-6))
+    assert 0 < error.value.fastest_ms < _budget(session_factory, 1.0)
     with session_scope(session_factory) as session:
         assert SearchRepository(session).count() == 0
+    submit_search(session_factory, _request(device="half-profiled", budget_ms=_budget(session_factory, 2.0)))
 
 
 def _budget(session_factory, factor: float) -> float:

@@ -190,3 +190,22 @@ def test_bad_data_is_refused(tiny_spec, synthetic_data, quick_recipe):
             num_classes=4,
             in_channels=3,
         )
+
+
+def test_an_epoch_over_a_tiny_train_part_sees_at_least_min_epoch_images(tiny_spec, data_factory, quick_recipe):
+    """40 train images at batch 32 are 2 steps an epoch (0.60 after one, chance 0.25). With
+    `min_epoch_images` the epoch passes over them 7 times (each pass reshuffled), 9 steps (0.95)."""
+    from nas.evaluation.training import epoch_passes
+
+    passes = (epoch_passes(40, None), epoch_passes(40, 256), epoch_passes(300, 256), epoch_passes(256, 256))
+    assert passes == (1, 7, 1, 1)
+    tiny = data_factory(n_train=40, n_val=80, seed=3)
+    one_epoch = quick_recipe.model_copy(update={"epochs": 1})
+    plain = train_and_evaluate(tiny_spec, tiny, one_epoch)
+    floored = train_and_evaluate(tiny_spec, tiny, one_epoch.model_copy(update={"min_epoch_images": 256}))
+
+    assert floored.final_accuracy >= plain.final_accuracy + 0.15
+    assert floored.final_accuracy > 0.85
+    # Large enough train parts are untouched: the same run with and without the floor.
+    same = train_and_evaluate(tiny_spec, tiny, one_epoch.model_copy(update={"min_epoch_images": 40}))
+    assert same.epoch_train_losses == plain.epoch_train_losses
