@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lut.kit import KitImportError
@@ -20,7 +20,7 @@ from latency_lut.kit_runner import QUICK_POLICY, TimingPolicy
 from nas import latency, measurement_jobs
 from nas.services import kits
 from nas.services.errors import InvalidInput, NotFound, WrongState
-from nas.services.fields import checked_environment, printable
+from nas.services.fields import TimedMeasurement, checked_environment
 from nas.services.kits import KitFile, OnnxModel
 from nas.store import JobAnswer, MeasurementJobNotFoundError, MeasurementJobRecord, MeasurementJobStateError
 from nas.store.models import MeasurementJobStatus
@@ -54,22 +54,11 @@ class JobPage(BaseModel):
     offset: int
 
 
-class JobResult(BaseModel):
+class JobResult(TimedMeasurement):
     """A job's network timed with the kit runner's protocol."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    median_ms: float = Field(gt=0, allow_inf_nan=False)
-    iqr_ms: float = Field(ge=0, allow_inf_nan=False)
-    runs: int = Field(ge=1, le=1_000_000)
-    runtime_version: str = Field(min_length=1, max_length=50)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="checksum of the ONNX file that was timed")
     environment: dict[str, str] | None = Field(default=None, description="what it was measured on")
-
-    @field_validator("runtime_version")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        return printable(value, "runtime_version")
 
     @field_validator("environment")
     @classmethod
