@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,12 +55,17 @@ def _download_kit(server: str | None, url: str, output: Path) -> tuple[int, Any]
     return size, manifest
 
 
-def _upload_results(server: str | None, url: str, results: Path) -> dict[str, Any]:
-    """POST a kit runner's results file; the server's answer."""
+def _upload_results(
+    server: str | None, url: str, results: Path, as_json: bool, describe: Callable[[dict[str, Any]], str]
+) -> None:
+    """POST a kit runner's results file; print the server's answer (as JSON, or `describe`d)."""
     content = results.read_bytes()
     with ApiClient(server) as api:
-        response = api.request("POST", url, files={"file": (results.name, content, "application/json")})
-    return response.json()
+        answer = api.request("POST", url, files={"file": (results.name, content, "application/json")}).json()
+    if as_json:
+        print_json(answer)
+    else:
+        console.print(describe(answer))
 
 
 # --- device ----------------------------------------------------------------------------------------
@@ -347,14 +352,15 @@ def lut_import(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Upload a kit's results file: validated by the server, refused as a whole if anything is wrong."""
-    answer = _upload_results(server, f"{_device_path(device)}/lut", results)
-    if as_json:
-        print_json(answer)
-        return
-    kit = answer["kit"]
-    console.print(
-        f"stored {kit['covered']} of the kit's {kit['total']} keys for {device} (coverage {kit['coverage']:.1%}); "
-        f"its table now holds {answer['lut_entries']} entries"
+    _upload_results(
+        server,
+        f"{_device_path(device)}/lut",
+        results,
+        as_json,
+        lambda answer: (
+            f"stored {answer['kit']['covered']} of the kit's {answer['kit']['total']} keys for {device} "
+            f"(coverage {answer['kit']['coverage']:.1%}); its table now holds {answer['lut_entries']} entries"
+        ),
     )
 
 
@@ -458,11 +464,13 @@ def device_verify_import(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Upload a verification kit's results: answers the jobs (all or nothing); waiting searches go on."""
-    answer = _upload_results(server, f"{_device_path(device)}/jobs/results", results)
-    if as_json:
-        print_json(answer)
-        return
-    console.print(
-        f"answered {len(answer['answered'])} job(s) of {device}"
-        + (f"; {len(answer['skipped'])} already answered or cancelled" if answer["skipped"] else "")
+    _upload_results(
+        server,
+        f"{_device_path(device)}/jobs/results",
+        results,
+        as_json,
+        lambda answer: (
+            f"answered {len(answer['answered'])} job(s) of {device}"
+            + (f"; {len(answer['skipped'])} already answered or cancelled" if answer["skipped"] else "")
+        ),
     )
