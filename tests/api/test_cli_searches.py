@@ -72,7 +72,7 @@ def write_npz(path: Path, per_class: int = 12) -> Path:
 # The same journey over HTTP runs on PostgreSQL in test_search_journey.py.
 @SQLITE_ONLY
 def test_submit_with_a_local_file_watch_show_and_download(cli, search_server, tmp_path: Path) -> None:
-    budget = f"{2.0 * fastest_ms(search_server):.6f}"
+    budget = f"{3.0 * fastest_ms(search_server):.6f}"
     data = write_npz(tmp_path / "mine.npz")
     options = ["--space", "api_tiny", "--effort", "smoke", "--resolution", "16", "--seed", "1", "--json"]
     submitted = ok(cli("search", "submit", "--device", "local", "--budget-ms", budget, "--dataset", str(data),
@@ -190,7 +190,9 @@ def test_search_run_works_in_process_without_a_server(
     from search_spaces.space import get_space
 
     space = get_space("api_tiny").with_options(resolutions=[16], num_classes=3)
-    budget = 2.0 * load_predictor(sessions, "local", space).pricer(space).fastest()[0]
+    # 3x the fastest, as in test_search_journey.py: MobileNetV3-Small's narrowest width at 16 px measures
+    # about 2x the tiny space's fastest network, so at 2x the baseline's presence was luck.
+    budget = 3.0 * load_predictor(sessions, "local", space).pricer(space).fastest()[0]
     result = runner.invoke(app, ["search", "run", "--device", "local", "--budget-ms", f"{budget:.6f}",
                                  "--effort", "smoke", *TINY])  # fmt: skip
     assert result.exit_code == 0, result.output
