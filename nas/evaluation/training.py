@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from nas.evaluation.augmentation import AugmentMode, BatchAugmenter, resolve_augment
 from nas.evaluation.data import TrainingData, check_spec_matches, check_training_data
 from search_spaces.arch_spec import ArchSpec
 from search_spaces.builder import build_model
@@ -54,6 +55,11 @@ class TrainingRecipe(BaseModel):
         ge=1,
         description="an epoch over a smaller train part passes over it several times (each pass a fresh "
         "shuffle) to see at least this many images, so a tiny dataset still gets enough optimizer steps",
+    )
+    augment: AugmentMode = Field(
+        default="none",
+        description="random shifts/zooms (and mirror images) of train batches; auto: shifts when the train "
+        "part is smaller than min_epoch_images (nas/evaluation/augmentation.py)",
     )
     bn_recalibration_images: int = Field(
         default=512,
@@ -209,6 +215,7 @@ def _run_epochs(
     warmup_steps = recipe.warmup_epochs * steps_per_epoch
     total_steps = recipe.epochs * steps_per_epoch
     optimizer = make_optimizer(model, recipe)
+    augment = BatchAugmenter(resolve_augment(recipe.augment, n_train, recipe.min_epoch_images), recipe.seed)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     accuracies: list[float] = []
@@ -223,7 +230,7 @@ def _run_epochs(
             index = order[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(recipe.lr, step, warmup_steps, total_steps)
-            loss = loss_fn(model(_prepare_batch(x_train[index], resolution)), y_train[index])
+            loss = loss_fn(model(augment(_prepare_batch(x_train[index], resolution))), y_train[index])
             if not torch.isfinite(loss):
                 diverged = True
                 break

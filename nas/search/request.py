@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from nas.evaluation.augmentation import AugmentMode
 from search_spaces.space import SPACES
 
 StrategyName = Literal["random", "evolution", "pareto", "supernet"]
@@ -136,6 +137,12 @@ class SearchRequest(BaseModel):
     reward: Literal["soft", "hard"] = "soft"
     netadapt: bool = True
     baseline: bool = True
+    augment: AugmentMode = Field(
+        default="auto",
+        description="random changes to training batches: shift (moves and zooms of up to 1/8 and 10%), shift_flip "
+        "(also mirror images; only where a mirrored image keeps its label), none; auto: shift when the train part "
+        "is smaller than an epoch (a few hundred images), else none",
+    )
     max_over_budget_ratio: float = Field(
         default=1.25,
         ge=1.0,

@@ -24,6 +24,7 @@ from latency_lut.predictor import LatencyPredictor, MissingKeysError
 from latency_lut.profiler import measure_network
 from latency_lut.table import LatencyTable, LutEntry
 from nas.datasets import DatasetSplit, ImageDataset, load_dataset, split_dataset
+from nas.evaluation.augmentation import resolve_augment
 from nas.evaluation.training import TrainingRecipe, evaluate_accuracy, fine_tune, train_and_evaluate
 from nas.export import write_download
 from nas.search.execution import TrialRecord, TuneSettings, run_trials
@@ -183,6 +184,7 @@ def training_recipe(request: SearchRequest, epochs: int, lr: float = 4e-3) -> Tr
         seed=request.seed,
         max_train_images=preset.max_train_images,
         min_epoch_images=preset.min_epoch_images,
+        augment=request.augment,
     )
 
 
@@ -344,16 +346,21 @@ def _set_up(
     space = search_space_for(request, split.num_classes)
     fastest_ms = check_budget(request, predictor, space)
     assert fastest_ms is not None  # missing keys raise without missing_ok
+    n_train = min(len(split.x_train), preset.max_train_images or len(split.x_train))
+    augment = resolve_augment(request.augment, n_train, preset.min_epoch_images)
     recorder.event(
         "start",
         f"{request.strategy} search of {space.name} for {split.name} at {request.resolution} px "
         f"(trials train at {proxy} px) "
-        f"({split.num_classes} classes), budget {request.budget_ms:g} ms on {predictor.table.device.name}",
+        f"({split.num_classes} classes), budget {request.budget_ms:g} ms on {predictor.table.device.name}; "
+        f"{n_train} train images, augmentation {augment}",
         {
             "fastest_ms": fastest_ms,
             "trials": preset.trials,
             "resolution": request.resolution,
             "train_resolution": proxy,
+            "train_images": n_train,
+            "augment": augment,
         },
     )
     return _Run(

@@ -123,6 +123,7 @@ def supernet_recipe(request: SearchRequest) -> SupernetRecipe:
         seed=request.seed,
         max_train_images=request.preset.max_train_images,
         min_epoch_images=request.preset.min_epoch_images,
+        augment=request.augment,
     )
 
 

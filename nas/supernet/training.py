@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from nas.evaluation.augmentation import AugmentMode, BatchAugmenter, resolve_augment
 from nas.evaluation.data import TrainingData, check_training_data
 from nas.evaluation.training import cosine_lr, count_steps, epoch_passes, make_optimizer, train_subset
 from nas.supernet.evaluate import InheritedEvaluator, resize_images
@@ -65,6 +66,7 @@ class SupernetRecipe(BaseModel):
     min_epoch_images: int | None = Field(
         default=None, ge=1, description="an epoch over fewer train images repeats them (reshuffled) to see this many"
     )
+    augment: AugmentMode = Field(default="none", description="as TrainingRecipe.augment")
     calibration_images: int = Field(default=256, ge=2, description="BatchNorm recalibration for the per-epoch scores")
 
 
@@ -144,6 +146,7 @@ def _train(
     )
     # The identity-initialised kernel transforms are not decayed either.
     optimizer = make_optimizer(supernet, recipe, undecayed=lambda name: "transforms" in name)
+    augment = BatchAugmenter(resolve_augment(recipe.augment, n_train, recipe.min_epoch_images), recipe.seed)
     total_steps = recipe.epochs * steps_per_epoch
     warmup_steps = min(recipe.warmup_epochs, recipe.epochs - 1) * steps_per_epoch
     hard_loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
@@ -158,7 +161,7 @@ def _train(
         loss_sum, seen = 0.0, 0
         for batch in range(steps_per_epoch):
             index = order[batch * recipe.batch_size : (batch + 1) * recipe.batch_size]
-            x, y = x_train[index], y_train[index]
+            x, y = augment(x_train[index]), y_train[index]
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(recipe.lr, step, warmup_steps, total_steps)
             optimizer.zero_grad(set_to_none=True)

@@ -59,6 +59,8 @@ def stored_searches(server) -> int:
         ({"dataset": "x" * 201}, "dataset"),
         ({"test_fraction": 0.9}, "test_fraction"),
         ({"test_fraction": 0.0}, "test_fraction"),
+        ({"augment": "rotate"}, "augment"),
+        ({"augment": True}, "augment"),
     ],
 )
 def test_invalid_fields_are_422_naming_the_field(search_server, changes, field) -> None:

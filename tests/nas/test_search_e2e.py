@@ -291,7 +291,8 @@ def test_trials_train_at_the_proxy_resolution_and_the_winner_ships_at_the_deploy
     space32 = TEST_SPACE.with_options(resolutions=[32])
     measured = profile_keys(space32.block_keys(), threads=1, policy=fast)
     lut = {**tiny16_lut, **{k: LutEntry(m.median_ms, m.iqr_ms, m.runs, m.runtime_version) for k, m in measured.items()}}
-    request = _request(resolution=32, train_resolution=16, budget_ms=50.0, netadapt=False)
+    # Asked for explicitly (smoke's `auto` never augments): every training of the search shifts its batches.
+    request = _request(resolution=32, train_resolution=16, budget_ms=50.0, netadapt=False, augment="shift")
     assert request.proxy_resolution == 16
     outcome, predictor, recorder = _run_with_measurement(tmp_path, lut, request, lambda spec: 1e-3)
 
@@ -300,7 +301,7 @@ def test_trials_train_at_the_proxy_resolution_and_the_winner_ships_at_the_deploy
     assert all(c.predicted_ms == pytest.approx(predictor.predict_ms(c.spec)) for c in searched)
     assert outcome.summary["resolution"] == 32 and outcome.summary["train_resolution"] == 16
     start = next(data for kind, _, data in recorder.events if kind == "start")
-    assert start["train_resolution"] == 16
+    assert start["train_resolution"] == 16 and start["augment"] == "shift"
     for record in (outcome.winner, outcome.baseline):
         assert record is not None and record.spec.resolution == 32
         onnx_input = ort.InferenceSession(str(record.artifact_dir / "model.onnx")).get_inputs()[0].shape

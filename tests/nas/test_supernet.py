@@ -203,6 +203,16 @@ def test_training_is_seeded_and_stops_when_the_callback_says_so() -> None:
         assert torch.equal(a, b), name
 
 
+def test_training_augments_the_batches_when_the_recipe_asks() -> None:
+    space = tiny_space(resolution=16, num_classes=4)
+    data = synthetic(n_train=64, n_val=32)
+    recipe = SupernetRecipe(epochs=1, batch_size=32, random_subnets=0, seed=7, min_epoch_images=128)
+    plain = train_supernet(space, data, recipe)
+    auto = train_supernet(space, data, recipe.model_copy(update={"augment": "auto"}))  # 64 < 128: shifts
+    assert auto.epoch_metrics[0]["train_loss"] != plain.epoch_metrics[0]["train_loss"]
+    assert auto.recipe.augment == "auto" and auto.metadata()["recipe"]["augment"] == "auto"
+
+
 def test_training_refuses_data_the_space_does_not_fit() -> None:
     space = tiny_space(resolution=16, num_classes=4)
     with pytest.raises(ValueError, match="classes"):
