@@ -47,8 +47,15 @@ DatasetOpt = Annotated[
     str, typer.Option("--dataset", help="digits | synthetic[:opts] | an uploaded dataset's id | a local .npz/.zip")
 ]
 SpaceOpt = Annotated[str, typer.Option("--space", help="search space (see `hwnas space list`)")]
-StrategyOpt = Annotated[str, typer.Option(help="random | evolution | pareto")]
+StrategyOpt = Annotated[str, typer.Option(help="random | evolution | pareto | supernet")]
 EffortOpt = Annotated[str, typer.Option(help="smoke | quick | default | thorough")]
+AugmentOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto | none | shift | shift_flip: random moves/zooms (and mirror images) of training batches; "
+        "auto shifts only a train part smaller than an epoch (a few hundred images)"
+    ),
+]
 ResolutionOpt = Annotated[
     int, typer.Option(help="deployment resolution: latency, budget, export and reported accuracy")
 ]
@@ -115,6 +122,7 @@ def search_submit(
     resolution: ResolutionOpt = 32,
     train_resolution: TrainResolutionOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
+    augment: AugmentOpt = "auto",
     width: Annotated[list[float] | None, typer.Option("--width", "-w", help="width multiplier (repeatable)")] = None,
     netadapt: Annotated[bool, typer.Option(help="shrink the best candidate with NetAdapt")] = True,
     baseline: Annotated[bool, typer.Option(help="train MobileNetV3-Small scaled to the budget too")] = True,
@@ -132,6 +140,7 @@ def search_submit(
             "effort": effort,
             "resolution": resolution,
             "seed": seed,
+            "augment": augment,
             "netadapt": netadapt,
             "baseline": baseline,
         }
@@ -468,13 +477,14 @@ def search_run(
     resolution: ResolutionOpt = 32,
     train_resolution: TrainResolutionOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
+    augment: AugmentOpt = "auto",
 ) -> None:
     """Run a search in this process on the database directly (HWNAS_DATABASE_URL), with a progress bar."""
     from nas.services import searches
 
     request = _request_from_options(
         device=device, budget_ms=budget_ms, dataset=dataset, space=space, strategy=strategy, effort=effort,
-        resolution=resolution, train_resolution=train_resolution, seed=seed,
+        resolution=resolution, train_resolution=train_resolution, seed=seed, augment=augment,
     )  # fmt: skip
     factory = sessions()
     public_id = searches.submit(factory, request, None).id

@@ -38,15 +38,22 @@ SECOND_BUDGET = 1.3
 """The second search's budget, as a multiple of the first's."""
 
 
+SHOWN = {"supernet", "evolution", "shortlist", "search_done", "measure", "winner"}
+"""Events printed as they happen (seconds since the search started): where a search's time goes."""
+
+
 class TimedRecorder(MemoryRecorder):
-    """Remembers when each kind of event first happened (perf_counter)."""
+    """Remembers when each kind of event first happened (perf_counter) and prints the `SHOWN` ones."""
 
     def __init__(self) -> None:
         super().__init__()
         self.times: dict[str, float] = {}
+        self.started = time.perf_counter()
 
     def event(self, kind: str, message: str, data: dict | None = None, level: str = "info") -> None:
         self.times.setdefault(kind, time.perf_counter())
+        if kind in SHOWN:
+            print(f"    {time.perf_counter() - self.started:6.0f} s [{kind}] {message[:140]}", flush=True)
         super().event(kind, message, data, level)
 
     def first(self, kind: str) -> float:

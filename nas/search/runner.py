@@ -544,6 +544,26 @@ def _choose_best(strategy: Any, request: SearchRequest) -> Observation | None:
 MEASURED_ROUNDS = 3
 """How many times a winner that measures over budget is shrunk again (or replaced) before giving up."""
 
+REMEASURES = 2
+"""A network that measures over budget is measured again up to this many times and keeps its lowest
+median: on a shared machine interference only adds time (session 7, back to back, one network's median
+ranged 0.124-0.149 ms, IQR 20-40% of it), and one unlucky median had cost a NetAdapt round (minutes)
+and a network pruned far below the budget."""
+
+
+def lowest_of_measurements(measure: Callable[[ArchSpec], float], budget_ms: float) -> Callable[[ArchSpec], float]:
+    """`measure`, repeated (at most REMEASURES more times) while the lowest result is over `budget_ms`."""
+
+    def measured(spec: ArchSpec) -> float:
+        lowest = measure(spec)
+        for _ in range(REMEASURES):
+            if lowest <= budget_ms:
+                break
+            lowest = min(lowest, measure(spec))
+        return lowest
+
+    return measured
+
 
 def _meet_measured_budget(
     request: SearchRequest,
@@ -565,6 +585,7 @@ def _meet_measured_budget(
     completed candidates are tried most accurate first and the first that measures within budget wins.
     """
     budget = request.budget_ms
+    measure = lowest_of_measurements(measure, budget)
     measured = measure(spec)
     predicted = latency_of(spec)
     data = {"predicted_ms": predicted, "measured_ms": measured, "budget_ms": budget}

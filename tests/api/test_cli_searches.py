@@ -74,11 +74,13 @@ def write_npz(path: Path, per_class: int = 12) -> Path:
 def test_submit_with_a_local_file_watch_show_and_download(cli, search_server, tmp_path: Path) -> None:
     budget = f"{3.0 * fastest_ms(search_server):.6f}"
     data = write_npz(tmp_path / "mine.npz")
-    options = ["--space", "api_tiny", "--effort", "smoke", "--resolution", "16", "--seed", "1", "--json"]
+    options = ["--space", "api_tiny", "--effort", "smoke", "--resolution", "16", "--seed", "1", "--augment", "shift",
+               "--json"]  # fmt: skip
     submitted = ok(cli("search", "submit", "--device", "local", "--budget-ms", budget, "--dataset", str(data),
                        *options))  # fmt: skip
     search = as_json(submitted)
     assert search["status"] in ("queued", "running") and "uploaded mine.npz as dataset" in submitted.output
+    assert search["request"]["augment"] == "shift"
     datasets = as_json(ok(cli("dataset", "list", "--json")))
     assert datasets["total"] == 1 and search["dataset"] == datasets["items"][0]["id"]
     assert datasets["items"][0]["image_shape"] == [1, 16, 16]
@@ -152,6 +154,8 @@ SUBMIT = ["search", "submit", "--device", "local"]
         (["arch", "show", "nope"], "no architecture"),
         (["dataset", "upload", "missing.npz"], "no such file"),
         (["search", "run", "--device", "local", "--budget-ms", "1e-9", *TINY], "smallest latency"),
+        ([*SUBMIT, "--budget-ms", "5", *TINY, "--augment", "rotate"], "augment"),
+        (["search", "run", "--device", "local", "--budget-ms", "5", *TINY, "--augment", "rotate"], "augment"),
     ],
 )
 def test_failures_are_one_line_and_exit_2(cli, args, words) -> None:
