@@ -2,8 +2,8 @@
 as they are.
 
 With a few hundred training images, an epoch that must see `min_epoch_images` shows every image
-several times; without variation a network memorises them (the outsider run on 168 drawn shapes:
-train loss near zero, test accuracy 57%). Each image of a batch is moved by up to 1/8 of its size
+several times, always the same (session 6's outsider run on 168 drawn shapes: 57% test at `quick`;
+with `auto` 66-79% on two seeds, docs/benchmarks.md). Each image of a batch is moved by up to 1/8 of its size
 in each direction and zoomed by up to 10% (edges repeat into the uncovered border); `shift_flip`
 also mirrors half of them left to right — only right where a mirrored image keeps its label
 (photographs of objects, not digits or text), so it is never chosen automatically.
