@@ -235,7 +235,7 @@ def _run_with_measurement(tmp_path, tiny16_lut, request: SearchRequest, measure)
 def test_a_measurement_over_budget_is_taken_again_before_anything_is_pruned() -> None:
     """Interference only adds time: one unlucky median over budget is measured again (lowest kept),
     and only a network that stays over budget on every try goes on to NetAdapt."""
-    from nas.search.runner import REMEASURES, MemoryRecorder, _meet_measured_budget
+    from nas.search.runner import REMEASURES, MemoryRecorder, _meet_measured_budget, lowest_of_measurements
 
     spec = TEST_SPACE.decode(TEST_SPACE.sample_population(1, np.random.default_rng(0), np.int64)[0])
     request = _request(budget_ms=1.0, baseline=False)
@@ -248,8 +248,6 @@ def test_a_measurement_over_budget_is_taken_again_before_anything_is_pruned() ->
     ]
     calls: list[float] = []
     measure = lambda s: calls.append(1.0) or 1.1 + 0.01 * len(calls)  # noqa: E731  always over
-    from nas.search.runner import lowest_of_measurements
-
     assert lowest_of_measurements(measure, 1.0)(spec) == pytest.approx(1.11) and len(calls) == 1 + REMEASURES
 
 
