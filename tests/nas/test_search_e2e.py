@@ -279,6 +279,52 @@ def test_a_winner_measuring_over_budget_is_pruned_against_the_measurement(tmp_pa
     assert all(block.out_channels % 8 == 0 for block in spec.blocks)
 
 
+def test_a_network_pruned_far_under_budget_is_walked_back_to_the_least_pruned_one_within_it() -> None:
+    """NetAdapt's chain (least to most pruned) where the last network measures far under budget: a
+    bisection keeps the least-pruned network that measures within it, in log2(len) measurements."""
+    from nas.search.runner import MemoryRecorder, _walk_back
+
+    genomes = TEST_SPACE.sample_population(64, np.random.default_rng(1), np.int64)
+    specs = list({spec.content_hash(): spec for spec in map(TEST_SPACE.decode, genomes)}.values())[:8]
+    times = dict(zip((spec.content_hash() for spec in specs), [1.5, 1.3, 1.1, 0.95, 0.8, 0.6, 0.5, 0.4], strict=True))
+    asked: list[float] = []
+    measure = lambda spec: asked.append(times[spec.content_hash()]) or asked[-1]  # noqa: E731
+    recorder = MemoryRecorder()
+    assert _walk_back(specs, -1, 0.4, measure, 1.0, recorder) is specs[3]
+    assert asked == [0.95, 1.3, 1.1]
+    [(_, message, data)] = [event for event in recorder.events if event[0] == "measure"]
+    assert data == {"measured_ms": 0.95, "walked_back": 4, "measurements": 3}, message
+    asked.clear()  # known: specs[4] measured over; specs[5:] cannot be wider than it
+    assert _walk_back(specs[:6], 4, 0.6, measure, 0.7, MemoryRecorder()) is specs[5] and asked == []
+    assert _walk_back(specs, -1, 0.95, measure, 1.0, MemoryRecorder()) is specs[-1] and asked == []  # close enough
+
+
+def test_a_pruned_winner_measuring_far_under_budget_gets_back_the_channels_it_did_not_need(tmp_path) -> None:
+    """Measured latency falls faster than predicted (here: with its 4th power, as on-demand keys of
+    pruned widths priced ~2x their measurement in session 7), so the widest network measures 20% over
+    and NetAdapt, rescaled by that one ratio, prunes to a network measuring far under. The chain is
+    walked back: the winner is a wider network that still measures within budget."""
+    from nas.search.runner import MemoryRecorder, _meet_measured_budget, load_split
+    from nas.strategies import make_strategy
+    from search_spaces.counting import count_spec
+
+    latency_of = lambda spec: 1e-6 * count_spec(spec).madds  # noqa: E731
+    population = TEST_SPACE.sample_population(64, np.random.default_rng(0), np.int64)
+    widest = max((TEST_SPACE.decode(genome) for genome in population), key=latency_of)
+    request = _request(budget_ms=latency_of(widest), baseline=False)
+    measure = lambda spec: 1.2 * request.budget_ms * (latency_of(spec) / request.budget_ms) ** 4  # noqa: E731
+    strategy = make_strategy("random", space=TEST_SPACE, budget_ms=request.budget_ms, price=lambda g: g, seed=0)
+    recorder = MemoryRecorder()
+    spec = _meet_measured_budget(
+        request, load_split(request), TEST_SPACE, strategy, widest, latency_of, measure, recorder
+    )
+    walked = [data for kind, message, data in recorder.events if kind == "measure" and "walked back" in message]
+    assert len(walked) == 1 and walked[0]["walked_back"] >= 1, "\n".join(m for _, m, _ in recorder.events)
+    assert measure(spec) == pytest.approx(walked[0]["measured_ms"]) and measure(spec) <= request.budget_ms
+    pruned = [data["measured_ms"] for kind, message, data in recorder.events if message.startswith("round 1")]
+    assert pruned[0] < 0.9 * request.budget_ms and pruned[0] < measure(spec) <= request.budget_ms
+
+
 def test_without_netadapt_the_most_accurate_candidate_measuring_within_budget_wins(tmp_path, tiny16_lut) -> None:
     """The first pick measures over budget every time it is measured (here: on purpose); the next
     candidates are measured in order of accuracy and the first that fits becomes the winner."""
