@@ -24,9 +24,8 @@ import numpy as np
 
 from bench.common import bench_sessions, ensure_local_device, machine_line
 from latency_lut.kit_runner import TimingPolicy
-from latency_lut.profiler import measure_key, measure_network
 from nas.datasets import load_dataset
-from nas.latency import check_device, load_predictor, profile_device
+from nas.latency import check_device, load_predictor, local_pricing, profile_device
 from nas.search.request import SearchRequest
 from nas.search.runner import MemoryRecorder, run_search, search_space_for
 from nas.search.supernet_search import SupernetStore
@@ -72,20 +71,21 @@ def main() -> None:
     sessions = bench_sessions()
     ensure_local_device(sessions, DEVICE, threads=1)
     print(f"machine: {machine_line()}")
-
-    def on_demand(keys: list[str]) -> dict[str, float]:
-        return {key: measure_key(key, 1, TimingPolicy()).median_ms for key in keys}
+    # Keys a search lacks and its networks are priced and measured exactly as the worker does it (the
+    # device's drift-reference scale; keys stored), so the bench's searches see what a user's do.
+    on_demand, measure = local_pricing(sessions, DEVICE, args.resolution)
 
     for dataset_name in args.datasets:
         classes = load_dataset(dataset_name).num_classes
         reference = reference_spec("mobilenet_v3_small", 1.0, args.resolution, num_classes=classes)
-        reference_ms = measure_network(reference, 1, TimingPolicy()).median_ms
+        space = search_space_for(SearchRequest(device=DEVICE, dataset=dataset_name, budget_ms=1.0,
+                                               effort=args.effort, resolution=args.resolution), classes)  # fmt: skip
+        profile_device(sessions, DEVICE, space.block_keys(), TimingPolicy(), resolution=args.resolution)
+        check_device(sessions, DEVICE, space, n=10, n_calibration=24, seed=99)  # fresh calibration at this scope
+        reference_ms = measure(reference)
         budget = 0.5 * reference_ms
         base = {"device": DEVICE, "dataset": dataset_name, "budget_ms": budget, "effort": args.effort,
                 "resolution": args.resolution}  # fmt: skip
-        space = search_space_for(SearchRequest(**base), classes)
-        profile_device(sessions, DEVICE, space.block_keys(), TimingPolicy())
-        check_device(sessions, DEVICE, space, n=10, n_calibration=24, seed=99)  # fresh calibration at this scope
         print(f"\n== {dataset_name} ({classes} classes): MobileNetV3-Small 1.0 at {args.resolution} px "
               f"{reference_ms:.4f} ms measured; budget {budget:.4f} ms, effort {args.effort}")  # fmt: skip
         rows: dict[str, list[tuple[float, float, float]]] = {m: [] for m in [*args.methods, BASELINE]}
@@ -103,7 +103,7 @@ def main() -> None:
                 outcome = run_search(
                     request, load_predictor(sessions, DEVICE, space), recorder,
                     Path(artifacts) / f"{strategy}-{seed}-{budget_ms:.5f}", measure_locally=True,
-                    latency_for_missing=on_demand, supernets=store,
+                    latency_for_missing=on_demand, measure=measure, supernets=store,
                 )  # fmt: skip
                 ended = time.perf_counter()
                 outcome.summary["to_winner_s"] = recorder.first("winner") - started

@@ -361,6 +361,27 @@ def measure_now(
     return [found[spec.content_hash()] for spec in specs]
 
 
+def local_pricing(
+    sessions: sessionmaker[Session], name: str, resolution: int, policy: TimingPolicy = TimingPolicy()
+) -> tuple[Callable[[list[str]], dict[str, float]], Callable[[ArchSpec], float]]:
+    """What a search on this machine's device `name` prices and measures with, both on the device's
+    reference scale: (keys the table lacks -> their latency, profiled beside the drift reference at
+    `resolution` and stored; a network -> its end-to-end latency now, stored nowhere). The worker
+    and the benchmarks use the same two, so a benchmark's search sees what a user's does."""
+
+    def latency_for_missing(keys: list[str]) -> dict[str, float]:
+        measured = profile_device(sessions, name, keys, policy, resolution=resolution).latencies_ms
+        if set(keys) <= set(measured):
+            return measured
+        table = load_table(sessions, name)  # stored meanwhile by another process
+        return {key: measured[key] if key in measured else table.latency_ms(key) for key in keys}
+
+    def measure(spec: ArchSpec) -> float:
+        return measure_now(sessions, name, [spec], policy)[0]
+
+    return latency_for_missing, measure
+
+
 REFERENCES = "references"
 """Key of the calibration document holding the drift reference's anchor latency per reference network."""
 

@@ -32,8 +32,7 @@ from nas.latency import (
     get_device,
     is_this_machine,
     load_predictor,
-    load_table,
-    measure_now,
+    local_pricing,
     profile_device,
 )
 from nas.measurement_jobs import cancel_search_jobs, remote_measure
@@ -208,15 +207,8 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
 
         interpolation_reported: list[bool] = []
 
-        def latency_for_missing(keys: list[str]) -> dict[str, float]:
-            # Profiled together (one drift-reference timing per group of 16) and stored like any key.
-            measured = profile_device(
-                sessions, request.device, keys, TimingPolicy(), resolution=request.resolution
-            ).latencies_ms
-            if set(keys) <= set(measured):
-                return measured
-            table = load_table(sessions, request.device)  # stored meanwhile by another process
-            return {key: measured[key] if key in measured else table.latency_ms(key) for key in keys}
+        # Keys profiled together (one drift-reference timing per group of 16) and stored like any key.
+        latency_for_missing, measure_here = local_pricing(sessions, request.device, request.resolution)
 
         def interpolated(keys: list[str]) -> dict[str, LutEntry]:
             if not interpolation_reported:
@@ -235,9 +227,6 @@ def execute_search(sessions: sessionmaker[Session], public_id: str, worker_id: s
                 )
             interpolate = interpolate_from(predictor.table)
             return {key: interpolate(key) for key in keys}
-
-        def measure_here(spec: ArchSpec) -> float:
-            return measure_now(sessions, request.device, [spec])[0]
 
         outcome = run_search(
             request,
