@@ -82,12 +82,14 @@ def main() -> None:
                                                effort=args.effort, resolution=args.resolution), classes)  # fmt: skip
         profile_device(sessions, DEVICE, space.block_keys(), TimingPolicy(), resolution=args.resolution)
         check_device(sessions, DEVICE, space, n=10, n_calibration=24, seed=99)  # fresh calibration at this scope
-        reference_ms = measure(reference)
+        reference_ms, again_ms = measure(reference), measure(reference)
         budget = 0.5 * reference_ms
         base = {"device": DEVICE, "dataset": dataset_name, "budget_ms": budget, "effort": args.effort,
                 "resolution": args.resolution}  # fmt: skip
         print(f"\n== {dataset_name} ({classes} classes): MobileNetV3-Small 1.0 at {args.resolution} px "
               f"{reference_ms:.4f} ms measured; budget {budget:.4f} ms, effort {args.effort}")  # fmt: skip
+        print(f"noise floor: MobileNetV3-Small 1.0 re-measured at once {again_ms:.4f} ms "
+              f"({100 * (again_ms / reference_ms - 1):+.1f}%)")  # fmt: skip
         rows: dict[str, list[tuple[float, float, float]]] = {m: [] for m in [*args.methods, BASELINE]}
         seconds_rows: dict[str, list[tuple[float, float, float]]] = {}
         with tempfile.TemporaryDirectory() as artifacts:
@@ -143,6 +145,10 @@ def main() -> None:
                           f"{winner.measured_ms:.4f} ms, {outcome.summary['to_winner_s']:.0f} s to a trained winner "
                           f"({seconds:.0f} s in all)", flush=True)  # fmt: skip
 
+        # The same network measured again at the end: how far this machine's timings moved meanwhile.
+        end_ms = measure(reference)
+        print(f"\nnoise floor: MobileNetV3-Small 1.0 re-measured after the searches {end_ms:.4f} ms "
+              f"({100 * (end_ms / reference_ms - 1):+.1f}% from the start)")  # fmt: skip
         print(f"\n{'method':28} {'test accuracy':>20} {'measured ms':>12} {'within +5%':>11} {'wall s':>8}")
         _table(rows, budget)
         if seconds_rows:
