@@ -3,7 +3,8 @@ budget, on digits and on `photos` (crops of scikit-image's sample photographs), 
 final recipe, several seeds. Accuracy is on each search's held-out TEST split (never used to select);
 latency is measured end to end on this machine; wall-clock is the whole search.
 
-Budget: half the measured latency of MobileNetV3-Small 1.0 at the same resolution on this machine.
+Budget: half the measured latency of MobileNetV3-Small 1.0 at the same resolution on this machine
+(`--budget-fraction`), or 1.2x the space's fastest predicted network where that is more.
 Targets (issue 13): supernet beats the scaled baseline by >= 1 point of test accuracy at <= its
 measured latency on both sets, and matches or beats evolution at <= half its wall-clock. Then, per
 seed, a second search on the same data with another budget (x1.3): the supernet strategy reuses its
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--effort", default="quick")
     parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--budget-fraction", type=float, default=0.5, help="budget / MobileNetV3-Small 1.0's latency")
     parser.add_argument("--methods", nargs="+", default=["supernet", "evolution", "random"])
     args = parser.parse_args()
 
@@ -83,11 +85,15 @@ def main() -> None:
         profile_device(sessions, DEVICE, space.block_keys(), TimingPolicy(), resolution=args.resolution)
         check_device(sessions, DEVICE, space, n=10, n_calibration=24, seed=99)  # fresh calibration at this scope
         reference_ms, again_ms = measure(reference), measure(reference)
-        budget = 0.5 * reference_ms
+        fastest_ms = load_predictor(sessions, DEVICE, space).pricer(space).fastest()[0]
+        # Half of MobileNetV3-Small 1.0, unless the space cannot get near that on this machine (session 8:
+        # its fastest network was predicted at 0.187 ms against a half of 0.1855): then 1.2x the fastest.
+        budget = max(args.budget_fraction * reference_ms, 1.2 * fastest_ms)
         base = {"device": DEVICE, "dataset": dataset_name, "budget_ms": budget, "effort": args.effort,
                 "resolution": args.resolution}  # fmt: skip
         print(f"\n== {dataset_name} ({classes} classes): MobileNetV3-Small 1.0 at {args.resolution} px "
-              f"{reference_ms:.4f} ms measured; budget {budget:.4f} ms, effort {args.effort}")  # fmt: skip
+              f"{reference_ms:.4f} ms measured; the space's fastest network predicted {fastest_ms:.4f} ms; "
+              f"budget {budget:.4f} ms ({budget / reference_ms:.2f} of it), effort {args.effort}")  # fmt: skip
         print(f"noise floor: MobileNetV3-Small 1.0 re-measured at once {again_ms:.4f} ms "
               f"({100 * (again_ms / reference_ms - 1):+.1f}%)")  # fmt: skip
         rows: dict[str, list[tuple[float, float, float]]] = {m: [] for m in [*args.methods, BASELINE]}

@@ -318,26 +318,41 @@ class SearchSpace:
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         return self.sample_population(1, rng)[0]
 
-    def sample_population(self, n: int, rng: np.random.Generator, dtype: np.typing.DTypeLike = np.int64) -> np.ndarray:
+    def sample_population(
+        self,
+        n: int,
+        rng: np.random.Generator,
+        dtype: np.typing.DTypeLike = np.int64,
+        lean: np.ndarray | None = None,
+    ) -> np.ndarray:
         """`n` uniformly drawn genomes as an (n, genome_length) array (vectorised).
 
         Genes are small integers, so a large population can be held as int8 (an eighth of int64's
         memory; the latency pricer is then several times faster).
+
+        `lean` (n shares in [0, 1]): genome i draws each choice Binomial(options - 1, lean[i]) instead of
+        uniformly, i.e. it leans toward the first options (0: every choice the first) or the last (1).
+        Spaces list options from cheapest to dearest, so leaning draws span small to large networks.
         """
+        if lean is not None and (np.shape(lean) != (n,) or not np.all((0 <= lean) & (lean <= 1))):
+            raise ValueError(f"lean must hold {n} shares within [0, 1]")
+
+        def draw(limit: int) -> np.ndarray:
+            return rng.integers(0, limit, n) if lean is None else rng.binomial(limit - 1, lean)
+
         genes = np.full((n, self.genome_length), UNUSED, dtype=dtype)
-        genes[:, 0] = rng.integers(0, len(self.resolutions), n)
-        genes[:, 1] = rng.integers(0, len(self.widths), n)
+        genes[:, 0] = draw(len(self.resolutions))
+        genes[:, 1] = draw(len(self.widths))
         limits = (len(self.kernels), len(self.expansions), len(self.se_options), len(self.activations))
         for stage_i, stage in enumerate(self.stages):
-            depth_i = rng.integers(0, len(stage.depths), n)
+            depth_i = draw(len(stage.depths))
             genes[:, 2 + stage_i] = depth_i
             depth = np.asarray(stage.depths)[depth_i]
             for j in range(stage.max_depth):
                 active = depth > j
                 base = self.slot_gene_index(self.stage_slot_offsets[stage_i] + j)
                 for offset, limit in enumerate(limits):
-                    values = rng.integers(0, limit, n)
-                    genes[:, base + offset] = np.where(active, values, UNUSED)
+                    genes[:, base + offset] = np.where(active, draw(limit), UNUSED)
         return genes
 
     def mutate(self, genome: np.ndarray, rng: np.random.Generator, rate: float | None = None) -> np.ndarray:

@@ -492,6 +492,28 @@ def test_sample_population_shape_and_determinism(space: SearchSpace) -> None:
         assert set(population[:, 2 + stage_i]) == set(range(len(stage.depths)))
 
 
+def test_a_leaning_draw_reaches_the_cheapest_and_the_dearest_network(space: SearchSpace) -> None:
+    """lean 0: every choice its first option (smallest width, fewest blocks, kernel 3, ...); lean 1:
+    every choice its last; each genome valid. Out-of-range or misshapen shares are refused."""
+    from search_spaces.counting import count_spec
+
+    rng = np.random.default_rng(3)
+    low, middle, high = space.sample_population(3, rng, lean=np.array([0.0, 0.5, 1.0]))
+    for genome in (low, middle, high):
+        assert_canonical(space, genome)
+    cheapest, dearest = space.decode(low), space.decode(high)
+    assert len(cheapest.blocks) == len(space.fixed_block_specs(space.widths[0])) + sum(
+        min(stage.depths) for stage in space.stages
+    )
+    assert all(block.kernel == min(space.kernels) for block in cheapest.blocks[-1:])
+    assert count_spec(cheapest).madds < count_spec(space.decode(middle)).madds < count_spec(dearest).madds
+    uniform = [count_spec(space.decode(g)).madds for g in space.sample_population(32, np.random.default_rng(4))]
+    assert count_spec(cheapest).madds <= min(uniform) and count_spec(dearest).madds >= max(uniform)
+    for bad in (np.array([0.5, 1.2, 0.0]), np.array([0.5, 0.5])):
+        with pytest.raises(ValueError, match="lean"):
+            space.sample_population(3, rng, lean=bad)
+
+
 def test_mutation_and_crossover_are_deterministic_under_a_seed(space: SearchSpace) -> None:
     parents = space.sample_population(20, np.random.default_rng(15))
 
