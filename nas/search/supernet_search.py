@@ -167,9 +167,12 @@ class _Shortlist(Strategy):
 
     name = "shortlist"
 
-    def __init__(self, genomes: Sequence[np.ndarray], **kwargs: Any) -> None:
+    def __init__(self, genomes: Sequence[np.ndarray], members: Sequence[Observation] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._queue = [np.asarray(g, dtype=np.int64) for g in genomes]
+        self.members = list(members)
+        """Every member evolution scored (accuracy = its fitness, exp(-inherited loss)): the candidates
+        the runner tries after the trained ones when the pick measures over budget."""
 
     def _batch_size(self) -> int:
         return max(1, len(self._queue))
@@ -344,6 +347,7 @@ class SupernetPhase:
             recorder.record_candidate(self.candidate(o.genome, spec, o.latency_ms, accuracy, "inherited", None))
         strategy = _Shortlist(
             shortlist,
+            evolution.history,
             space=self.space,
             budget_ms=request.budget_ms,
             price=self.price,

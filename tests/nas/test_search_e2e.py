@@ -288,6 +288,62 @@ def test_a_winner_measuring_over_budget_is_pruned_against_the_measurement(tmp_pa
     assert all(block.out_channels % 8 == 0 for block in spec.blocks)
 
 
+def test_before_pruning_the_next_candidates_the_measurement_puts_within_budget_are_measured() -> None:
+    """The pick measures 20% over its prediction. Before any NetAdapt round (here none could run: no
+    data), the search's other candidates are tried most accurate first: trained ones, then a supernet's
+    inherited members; one whose prediction x1.2 is over budget is never measured; the first that
+    measures within budget wins."""
+    from types import SimpleNamespace
+
+    from nas.search.runner import REMEASURES, MemoryRecorder, _meet_measured_budget
+    from nas.strategies import Observation
+
+    genomes = TEST_SPACE.sample_population(64, np.random.default_rng(2), np.int64)
+    distinct = list({TEST_SPACE.decode(g).content_hash(): g for g in genomes}.values())[:5]
+    pick, a, b, c, d = (TEST_SPACE.decode(g) for g in distinct)
+    predicted = {pick.content_hash(): 0.95, a.content_hash(): 0.9, b.content_hash(): 0.8, c.content_hash(): 0.5,
+                 d.content_hash(): 0.7}  # fmt: skip
+    measured_as = {pick.content_hash(): 1.14, b.content_hash(): 1.05, d.content_hash(): 0.85, c.content_hash(): 0.6}
+
+    def observation(genome: np.ndarray, accuracy: float) -> Observation:
+        latency = predicted[TEST_SPACE.decode(genome).content_hash()]
+        return Observation.create(TEST_SPACE, genome, accuracy=accuracy, latency_ms=latency, status="completed")
+
+    strategy = SimpleNamespace(
+        history=[observation(distinct[1], 0.9), observation(distinct[2], 0.8), observation(distinct[0], 0.95)],
+        members=[observation(distinct[3], 0.5), observation(distinct[4], 0.95)],  # inherited fitness
+    )
+    asked: list[str] = []
+    measure = lambda spec: asked.append(spec.content_hash()) or measured_as[spec.content_hash()]  # noqa: E731
+    request = _request(budget_ms=1.0, baseline=False)
+    recorder = MemoryRecorder()
+    latency_of = lambda spec: predicted[spec.content_hash()]  # noqa: E731
+    kept = _meet_measured_budget(request, None, TEST_SPACE, strategy, pick, latency_of, measure, recorder)
+    assert kept.content_hash() == d.content_hash()
+    # a (0.9 x 1.2 = 1.08 predicted) is skipped; b measures over on every try; d is the next by fitness
+    assert asked == [pick.content_hash()] * (1 + REMEASURES) + [b.content_hash()] * (1 + REMEASURES) + [
+        d.content_hash()
+    ]
+    assert "replaces the pick" in recorder.events[-1][1] and recorder.events[-1][2]["alternatives_measured"] == 2
+
+
+def test_the_exported_network_measuring_over_budget_is_measured_again_like_at_the_check(tmp_path, tiny16_lut) -> None:
+    """One slow moment at export does not make a network that measured within budget at the check
+    'over budget': the export's measurement follows the same rule (lowest of up to 1 + REMEASURES)."""
+    readings: dict[str, list[float]] = {}
+    script = [40.0, 60.0, 45.0]  # the check; export: a slow moment, then the network's own latency
+
+    def measure(spec: ArchSpec) -> float:
+        taken = readings.setdefault(spec.content_hash(), [])
+        taken.append(script[len(taken)] if len(readings) == 1 else 1e-3)
+        return taken[-1]
+
+    request = _request(budget_ms=50.0, netadapt=False, baseline=False, strategy="random")
+    outcome, _, _ = _run_with_measurement(tmp_path, tiny16_lut, request, measure)
+    assert readings[outcome.winner.spec.content_hash()] == script
+    assert outcome.winner.measured_ms == 45.0
+
+
 def test_a_network_pruned_far_under_budget_is_walked_back_to_the_least_pruned_one_within_it() -> None:
     """NetAdapt's chain (least to most pruned) where the last network measures far under budget: a
     bisection keeps the least-pruned network that measures within it, in log2(len) measurements."""
