@@ -38,7 +38,7 @@ SECOND_BUDGET = 1.3
 """The second search's budget, as a multiple of the first's."""
 
 
-SHOWN = {"supernet", "evolution", "shortlist", "search_done", "measure", "winner"}
+SHOWN = {"supernet", "evolution", "shortlist", "search_done", "measure", "warm_start", "winner"}
 """Events printed as they happen (seconds since the search started): where a search's time goes."""
 
 

@@ -27,6 +27,7 @@ from nas.datasets import DatasetSplit, ImageDataset, load_dataset, split_dataset
 from nas.evaluation.augmentation import resolve_augment
 from nas.evaluation.training import TrainingRecipe, evaluate_accuracy, fine_tune, train_and_evaluate
 from nas.export import write_download
+from nas.netadapt.pricing import InterpolationError, interpolate_from
 from nas.search.execution import TrialRecord, TuneSettings, run_trials
 from nas.search.request import SearchRequest
 from nas.search.supernet_search import SupernetPhase, SupernetStore
@@ -83,6 +84,8 @@ class ArchitectureRecord:
     """On the held-out test images (never used to select), at the deployment resolution."""
     test_indices: tuple[int, ...] = ()
     """Positions of the test images in the dataset as loaded."""
+    initial_weights: str = "random"
+    """What the final training started from: "random", or "supernet" (the weights the member inherits)."""
 
 
 @dataclass
@@ -237,9 +240,12 @@ class _Run:
     split: DatasetSplit
     space: SearchSpace
     pricer: Any
+    round_latency_of: Callable[[ArchSpec], float]
     fastest_ms: float
     trials_done: int = 0
     skipped: int = 0
+    inherited_network: Callable[[ArchSpec], torch.nn.Module | None] | None = None
+    """A supernet search's trained supernet, as `SupernetPhase.inherited_network`: the winner's start."""
 
     def progress(self, phase: str, fraction: float) -> None:
         self.recorder.progress(phase, fraction, self.trials_done, self.request.trials_total, self.skipped)
@@ -307,6 +313,7 @@ def run_search(
         # On this machine a measurement costs a second; on a remote device it is a job someone runs.
         width_by_measurement=measure_locally,
         budget_ms=request.budget_ms,
+        initial=run.inherited_network,
     )
     run.stop_if_asked("before final training")
     run.progress("final", 0.85)
@@ -372,6 +379,7 @@ def _set_up(
         measure_locally=measure_locally,
         measure=measure,
         latency_of=_latency_function(predictor, latency_for_missing),
+        round_latency_of=_estimating_latency(predictor, latency_for_missing),
         dataset=dataset,
         split=split,
         space=space,
@@ -384,7 +392,7 @@ def _search_phase(run: _Run, supernets: SupernetStore | None) -> Any:
     """Budgeted search through Ray Tune (or a supernet); returns the strategy with its history."""
     request = run.request
     if request.strategy == "supernet":
-        strategy, run.trials_done = SupernetPhase(
+        phase = SupernetPhase(
             request,
             run.space,
             run.dataset,
@@ -394,7 +402,9 @@ def _search_phase(run: _Run, supernets: SupernetStore | None) -> Any:
             supernets or SupernetStore(run.artifact_dir.parent / "supernets"),
             run.evaluate,
             _supernet_candidate,
-        ).run()
+        )
+        strategy, run.trials_done = phase.run()
+        run.inherited_network = phase.inherited_network
     else:
         strategy, run.trials_done = _strategy_search(
             request, run.space, run.split, run.pricer, run.recorder, run.evaluate
@@ -427,7 +437,7 @@ def _shrink_phase(run: _Run, strategy: Any) -> ArchSpec:
         run.progress("final", 0.82)
         winner_spec = _meet_measured_budget(
             request, run.split, run.space, strategy, winner_spec, run.latency_of, run.measure, recorder,
-            pruned_from=pruned_chain[:-1],
+            pruned_from=pruned_chain[:-1], round_latency_of=run.round_latency_of,
         )  # fmt: skip
     return winner_spec
 
@@ -589,6 +599,7 @@ def _meet_measured_budget(
     measure: Callable[[ArchSpec], float],
     recorder: SearchRecorder,
     pruned_from: Sequence[ArchSpec] = (),
+    round_latency_of: Callable[[ArchSpec], float] | None = None,
 ) -> ArchSpec:
     """Hold the budget against an end-to-end measurement on this machine.
 
@@ -602,6 +613,9 @@ def _meet_measured_budget(
     `pruned_from`: the networks NetAdapt already went through to reach `spec` (least pruned first,
     each one iteration wider than the next). Whenever the pruned network measures well under the
     budget, the chain is walked back to the least-pruned network that measures within it.
+
+    `round_latency_of`: what NetAdapt's measured rounds price with (default `latency_of`), e.g.
+    `_estimating_latency`: a round's prices are rescaled by a measurement and its result is measured.
     """
     budget = request.budget_ms
     measure = lowest_of_measurements(measure, budget)
@@ -624,10 +638,11 @@ def _meet_measured_budget(
     alternative = _alternative_within(request, space, strategy, spec, measured / predicted, measure, recorder)
     if alternative is not None:
         return alternative
+    price = round_latency_of or latency_of
     for round_number in range(1, MEASURED_ROUNDS + 1):
         over = len(chain) - 1
-        ratio = measured / latency_of(spec)
-        corrected = lambda s, r=ratio: latency_of(s) * r  # noqa: E731
+        ratio = measured / price(spec)
+        corrected = lambda s, r=ratio: price(s) * r  # noqa: E731
         # A round trims a few percent: which layer to narrow is told well enough by its accuracy right
         # after pruning (no fine-tuning; the winner is trained from scratch anyway), and it aims a
         # little under the budget, so that one round is usually enough (session 8: a round with
@@ -848,6 +863,35 @@ def _latency_function(
     return latency_of
 
 
+def _estimating_latency(
+    predictor: LatencyPredictor, latency_for_missing: MissingLatencies | None
+) -> Callable[[ArchSpec], float]:
+    """Predicted latency for NetAdapt's measured rounds: keys the table lacks are interpolated between
+    measured channel counts of the same layer (on a copy of the table, so the search's own predictions
+    never use an estimate), and only keys with no measured neighbour go to `latency_for_missing`.
+
+    A round's prices are rescaled by a measurement and its result is measured anyway; profiling each
+    pruned width on demand was most of a round's 55-280 s (session 8)."""
+    table = LatencyTable(predictor.table.device, predictor.table.entries)
+    interpolate = interpolate_from(table)
+
+    def missing(keys: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        rest = []
+        for key in keys:
+            try:
+                found[key] = interpolate(key)
+            except InterpolationError:
+                rest.append(key)
+        if rest:
+            if latency_for_missing is None:
+                raise MissingKeysError(table.device.name, rest)
+            found.update(latency_for_missing(rest))
+        return found
+
+    return _latency_function(LatencyPredictor(table, predictor.calibration), missing)
+
+
 def _stop_check(recorder: SearchRecorder) -> Callable[[int, float, float], None]:
     """An epoch callback that ends a training (final, baseline, NetAdapt's start) when a stop is asked."""
 
@@ -973,6 +1017,9 @@ class _Finisher:
     """A network measuring over it is measured again, as at the budget check (`lowest_of_measurements`):
     session 8's single export measurement put 6 of 18 winners over the budget that their check had
     found them within (one network: 0.1458 ms at the check, 0.2000 ms at export)."""
+    initial: Callable[[ArchSpec], torch.nn.Module | None] | None = None
+    """The winner's starting weights (a supernet's, for its members); None or no network: random ones.
+    The baseline always starts from random weights."""
 
     def finish(self, role: str, spec: ArchSpec) -> ArchitectureRecord:
         """Train from scratch at the training resolution, fine-tune at the deployment resolution, export
@@ -982,9 +1029,20 @@ class _Finisher:
         size it ships."""
         recorder = self.recorder
         stop_check = _stop_check(recorder)
-        result = train_and_evaluate(
-            spec.with_resolution(self.split.resolution), self.split, self.recipe, on_epoch=stop_check
-        )
+        train_spec = spec.with_resolution(self.split.resolution)
+        start = self.initial(train_spec) if self.initial is not None and role == "winner" else None
+        if start is None:
+            result = train_and_evaluate(train_spec, self.split, self.recipe, on_epoch=stop_check)
+        else:
+            inherited = evaluate_accuracy(start, self.split.x_val, self.split.y_val, train_spec.resolution)
+            recorder.event(
+                "warm_start",
+                f"{role}: final training starts from the supernet's weights (inherited validation accuracy "
+                f"{inherited:.3f}), same recipe as from random weights",
+                {"inherited_accuracy": inherited},
+            )
+            start.spec = train_spec
+            result = fine_tune(start, self.split, self.recipe, on_epoch=stop_check)
         proxy_accuracy = result.final_accuracy
         accuracies = list(result.epoch_accuracies)
         train_seconds = result.train_seconds
@@ -1036,6 +1094,7 @@ class _Finisher:
             parity_max_abs_diff=parity.max_abs_diff,
             test_accuracy=test_accuracy,
             test_indices=tuple(int(i) for i in test_split.test_index),
+            initial_weights="random" if start is None else "supernet",
         )
         measured_text = "" if measured is None else f", measured {measured:.3f} ms"
         test_text = "" if test_accuracy is None else f", test {test_accuracy:.3f}"
@@ -1121,6 +1180,7 @@ def summarize(outcome: SearchOutcome, request: SearchRequest, seconds: float) ->
             "test_accuracy": record.test_accuracy,
             "predicted_ms": record.predicted_ms,
             "measured_ms": record.measured_ms,
+            "initial_weights": record.initial_weights,
             "params": count_spec(record.spec).params,
             "madds": count_spec(record.spec).madds,
             "artifact_dir": str(record.artifact_dir),

@@ -344,6 +344,31 @@ def test_the_exported_network_measuring_over_budget_is_measured_again_like_at_th
     assert outcome.winner.measured_ms == 45.0
 
 
+def test_measured_rounds_interpolate_the_keys_of_pruned_widths_instead_of_profiling_them(tiny16_lut) -> None:
+    """NetAdapt's narrower widths are missing from the table: a measured round estimates them between
+    measured channel counts, on a copy (the search's own table is left as it was); only a key with no
+    measured neighbour is asked of `latency_for_missing` (profiled here on demand)."""
+    from latency_lut.device import Device
+    from latency_lut.predictor import LatencyPredictor
+    from latency_lut.table import LatencyTable
+    from nas.netadapt.groups import apply_widths, candidate_widths, prunable_groups
+    from nas.search.runner import _estimating_latency
+
+    member = TEST_SPACE.decode(TEST_SPACE.sample_population(1, np.random.default_rng(5), np.int64)[0])
+    group = prunable_groups(member)[0]
+    narrowed = apply_widths(member, group, candidate_widths(member, group)[0])
+    predictor = LatencyPredictor(LatencyTable(Device(name="local"), tiny16_lut))
+    assert predictor.table.missing_keys(narrowed.block_keys())
+    asked: list[str] = []
+    profile = lambda keys: asked.extend(keys) or {key: 1.0 for key in keys}  # noqa: E731
+    estimate = _estimating_latency(predictor, profile)(narrowed)
+    assert asked == [] and 0 < estimate < predictor.predict_ms(member)
+    assert predictor.table.missing_keys(narrowed.block_keys())  # the search's table is untouched
+    empty = LatencyPredictor(LatencyTable(Device(name="local"), {}))
+    assert _estimating_latency(empty, profile)(member) == pytest.approx(len(set(member.block_keys())) * 1.0)
+    assert sorted(asked) == sorted(set(member.block_keys()))
+
+
 def test_a_network_pruned_far_under_budget_is_walked_back_to_the_least_pruned_one_within_it() -> None:
     """NetAdapt's chain (least to most pruned) where the last network measures far under budget: a
     bisection keeps the least-pruned network that measures within it, in log2(len) measurements."""

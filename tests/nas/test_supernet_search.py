@@ -6,6 +6,7 @@ artifact is trained again, never a failure."""
 from pathlib import Path
 
 import pytest
+import torch
 
 from nas.store import ArchitectureRepository, CandidateRepository, EventRepository, SearchRepository, session_scope
 from nas.store.models import Supernet
@@ -29,6 +30,7 @@ def _run(session_factory, **changes) -> dict:
             "candidates": [(c.phase, c.evaluation, c.accuracy, c.arch_hash) for c in candidates],
             "messages": [e.message for e in events],
             "winner": (winner.arch_hash, winner.accuracy, winner.test_accuracy),
+            "initial_weights": search.result["winner"]["initial_weights"],
         }
 
 
@@ -54,6 +56,10 @@ def test_supernet_search_trains_once_and_is_reused(session_factory, tmp_path) ->
     assert len(hashes) == len(set(hashes))
     assert any("training a supernet" in m for m in first["messages"])
     assert first["winner"][2] is not None  # test accuracy reported
+    # A member of the space (not narrowed by NetAdapt) starts its final training from the supernet's weights.
+    member = first["winner"][0] in {c[3] for c in first["candidates"] if c[0] == "search"}
+    assert first["initial_weights"] == ("supernet" if member else "random")
+    assert any("starts from the supernet's weights" in m for m in first["messages"]) == member
     [(key, status, path)] = _supernets(session_factory)
     assert status == "ready" and path == f"{key}/supernet.pt"
     artifact = Path(tmp_path / "artifacts" / "supernets" / path)
@@ -81,3 +87,31 @@ def test_a_supernet_search_needs_three_splits(session_factory) -> None:
 
     with pytest.raises(DatasetError, match="at least 3 images"):
         submit_search(session_factory, _request(strategy="supernet", dataset="synthetic:classes=3,per_class=2"))
+
+
+def test_the_winner_starts_from_the_weights_it_inherits() -> None:
+    """`inherited_network`: a member copied out of the supernet scores exactly its inherited accuracy
+    (the final training starts there); a network NetAdapt narrowed is no member and has no such start."""
+    import numpy as np
+
+    from nas.evaluation.training import evaluate_accuracy
+    from nas.netadapt.groups import apply_widths, candidate_widths, prunable_groups
+    from nas.search.runner import load_split
+    from nas.search.supernet_search import SupernetPhase
+    from nas.supernet import InheritedEvaluator, SuperNet
+    from tests.nas.test_search_e2e import TEST_SPACE
+
+    request = _request(strategy="supernet")
+    split = load_split(request)
+    phase = SupernetPhase(request, TEST_SPACE, None, split, None, None, None, None, None)
+    member = TEST_SPACE.decode(TEST_SPACE.sample_population(1, np.random.default_rng(4), np.int64)[0])
+    assert phase.inherited_network(member) is None  # no supernet yet
+    torch.manual_seed(0)
+    phase.supernet = SuperNet(TEST_SPACE)
+    network = phase.inherited_network(member)
+    assert network is not None
+    expected = InheritedEvaluator(phase.supernet, split, seed=request.seed).score(member).accuracy
+    assert evaluate_accuracy(network, split.x_val, split.y_val, 16) == expected
+    group = prunable_groups(member)[0]
+    narrowed = apply_widths(member, group, candidate_widths(member, group)[0])
+    assert narrowed.content_hash() != member.content_hash() and phase.inherited_network(narrowed) is None
