@@ -713,7 +713,7 @@ ALTERNATIVES = 3
 the measurement-corrected prediction puts within budget are measured, most accurate first, and the first
 within budget wins. A measurement costs a second or two; a measured NetAdapt round cost 55-280 s in
 session 8 and, at 32 px, barely moved the measured latency (0.2466 -> 0.2447 -> 0.2418 ms while the
-prediction fell 10%). Every winner is trained from scratch afterwards, so a candidate loses nothing by
+prediction fell 10%). Every winner is trained again afterwards, so a candidate loses nothing by
 not being the search's first pick but its rank."""
 
 
