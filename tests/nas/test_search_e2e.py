@@ -359,6 +359,7 @@ def test_measured_rounds_interpolate_the_keys_of_pruned_widths_instead_of_profil
     member = TEST_SPACE.decode(TEST_SPACE.sample_population(1, np.random.default_rng(5), np.int64)[0])
     group = prunable_groups(member)[0]
     narrowed = apply_widths(member, group, candidate_widths(member, group)[0])
+
     # The measured table's values are timings of ~0.01 ms, where noise can make a narrower key slower;
     # the same keys with latencies that grow with channel counts make the check deterministic.
     def grows_with_channels(key: str, entry):
