@@ -771,8 +771,13 @@ def _alternative_within(
             return candidate
     recorder.event(
         "measure",
-        f"none of the {len(tried)} next candidates predicted within budget at x{ratio:.3f} measured within it "
-        f"({', '.join(f'{m:.4f}' for m in tried) or 'none to try'}); pruning the pick against the measurement",
+        (
+            f"none of the {len(tried)} next candidates predicted within budget at x{ratio:.3f} measured within it "
+            f"({', '.join(f'{m:.4f}' for m in tried)} ms)"
+            if tried
+            else f"no other candidate is predicted within budget at x{ratio:.3f}"
+        )
+        + "; pruning the pick against the measurement",
         {"alternatives_measured": len(tried)},
     )
     return None
