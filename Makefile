@@ -36,7 +36,7 @@ lint: install-dev
 	$(VENV)/bin/ruff format --check search_spaces latency_lut nas api tests bench
 
 test: install-dev postgres chromium lint
-	HWNAS_TEST_POSTGRES_URL=$${HWNAS_TEST_POSTGRES_URL:-$(PG_URL)} $(VENV)/bin/pytest -q --durations=15
+	HWNAS_TEST_POSTGRES_URL=$${HWNAS_TEST_POSTGRES_URL:-$(PG_URL)} $(VENV)/bin/pytest -q --durations=40
 
 # docker-compose.yml's topology as local processes (PostgreSQL, Ray head + node, API, two workers); no Docker.
 deploy-check: install-dev postgres
